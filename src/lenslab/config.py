@@ -1,0 +1,193 @@
+"""Study configuration: Hydra composes ``conf/``, dataclass schemas validate it.
+
+Snakemake owns paths and the DAG; this module owns values. ``load_config`` is the only entry
+point: it composes ``conf/config.yaml`` with a study and Hydra overrides through Hydra's compose
+API, then merges the result into the schemas below so that a typo fails with the field's name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lenslab.errors import LensLabError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+DTYPES = ("float32", "float16", "bfloat16", "float64")
+ALIGN_RULES = ("strict", "left", "right")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # "embedded": trained by the pipeline; otherwise a hub id ("gpt2") or a local directory.
+    source: str = MISSING
+    revision: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    # null keeps the tokenizer's own choice of a BOS token.
+    prepend_bos: bool | None = None
+    batch_size: int = 8
+    # Hand mapping for unlisted architectures (see lenslab.models.adapter.ArchMap).
+    arch: dict[str, Any] = field(default_factory=dict)
+    # Settings of the embedded model (validated by lenslab.embedded.settings).
+    embedded: dict[str, Any] | None = None
+
+
+@dataclass
+class PromptConfig:
+    id: str = MISSING
+    text: str = MISSING
+    subject: str | None = None  # substring whose tokens are the subject (patching)
+    answer: str | None = None  # expected next word; one token with a leading space
+    targets: list[str] = field(default_factory=list)  # words whose rank/probability are tracked
+
+
+@dataclass
+class PairConfig:
+    clean: str = MISSING
+    corrupt: str = MISSING
+    # strict: equal token counts required; left/right: align on the first/last token.
+    align: str = "strict"
+
+
+@dataclass
+class PromptSetConfig:
+    name: str = MISSING
+    source: str = ""
+    note: str | None = None
+    prompts: list[PromptConfig] = field(default_factory=list)
+    pairs: list[PairConfig] = field(default_factory=list)
+
+
+@dataclass
+class FigureConfig:
+    prompts: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyConfig:
+    name: str = MISSING
+    description: str = ""
+    figures: dict[str, FigureConfig] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    prompts: dict[str, PromptSetConfig] = field(default_factory=dict)
+    # Stage settings; each stage validates its own block.
+    extract: dict[str, Any] = field(default_factory=dict)
+    lens: dict[str, Any] = field(default_factory=dict)
+    patching: dict[str, Any] = field(default_factory=dict)
+    tuned_lens: dict[str, Any] = field(default_factory=dict)
+
+
+def available(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Option names of a config group (``model``, ``prompts``, ``study``)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def load_config(
+    study: str = "default", overrides: Sequence[str] = (), conf_dir: Path = CONF_DIR
+) -> DictConfig:
+    """Compose and validate a study. ``overrides`` use Hydra's syntax (``models.x.dtype=...``)."""
+    if study not in available("study", conf_dir):
+        raise LensLabError(
+            f"unknown study {study!r}",
+            fix=f"pick one of {available('study', conf_dir)} (files in {conf_dir.name}/study/)",
+        )
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
+            raw = compose(config_name="config", overrides=[f"study={study}", *overrides])
+    except HydraException as err:
+        raise LensLabError(
+            f"cannot compose study {study!r}: {err}",
+            fix=f"check the override; config groups: model={available('model', conf_dir)}, "
+            f"prompts={available('prompts', conf_dir)}",
+        ) from err
+    finally:
+        GlobalHydra.instance().clear()
+    return validate(raw)
+
+
+def validate(raw: DictConfig) -> DictConfig:
+    """Merge into the schema; a misspelt or mistyped field is an error that names it."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), raw)
+        OmegaConf.resolve(cfg)
+        _check_missing(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise LensLabError(
+            f"invalid config field {key!r}: {err.msg if hasattr(err, 'msg') else err}",
+            fix="correct or remove that field (see the dataclasses in lenslab/config.py)",
+        ) from err
+    _check_values(cfg)
+    return cfg
+
+
+def _check_missing(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise LensLabError(f"config fields without a value: {missing}", fix="give them values")
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, model in cfg.models.items():
+        if model.dtype not in DTYPES:
+            raise LensLabError(
+                f"models.{key}.dtype={model.dtype!r} is not a dtype", fix=f"use one of {DTYPES}"
+            )
+        if model.source == "embedded" and model.embedded is None:
+            raise LensLabError(
+                f"models.{key} has source 'embedded' but no `embedded:` settings",
+                fix="add the embedded block (see conf/model/embedded.yaml)",
+            )
+    for key, pset in cfg.prompts.items():
+        ids = [p.id for p in pset.prompts]
+        if len(set(ids)) != len(ids):
+            raise LensLabError(f"prompts.{key} repeats a prompt id", fix="make ids unique")
+        for pair in pset.pairs:
+            for side in (pair.clean, pair.corrupt):
+                if side not in ids:
+                    raise LensLabError(
+                        f"prompts.{key}: pair names unknown prompt id {side!r}",
+                        fix=f"use one of {ids}",
+                    )
+            if pair.align not in ALIGN_RULES:
+                raise LensLabError(
+                    f"prompts.{key}: align={pair.align!r}", fix=f"use one of {ALIGN_RULES}"
+                )
+    for fid, fig in cfg.study.figures.items():
+        for name in fig.prompts:
+            if name not in cfg.prompts:
+                raise LensLabError(
+                    f"study figure {fid} uses prompt set {name!r}, which the study does not load",
+                    fix=f"add `- /prompts@prompts.{name}: {name}` to the study's defaults "
+                    f"(loaded: {sorted(cfg.prompts)})",
+                )
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved config node as plain Python (dicts, lists), for params and metadata."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def canonical_json(node: Any) -> str:
+    """Stable text of a config slice: same values, same bytes (sorted keys)."""
+    return json.dumps(to_plain(node), sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,64 @@
+"""Load a causal LM and its tokenizer from a model config, through transformers' Auto classes.
+
+Hub ids and local directories take the same path; the embedded model is a local directory that
+the ``train_embedded`` rule wrote, so it is loaded exactly like a hub model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lenslab.errors import LensLabError
+from lenslab.models.adapter import ModelAdapter
+
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+}
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
+    """Load the model a config names. ``path`` overrides ``source`` (the embedded model's dir)."""
+    source = str(path) if path is not None else _get(cfg, "source")
+    if source == "embedded":
+        raise LensLabError(
+            f"model {_get(cfg, 'name')!r} is the embedded model, which has no hub id",
+            fix="pass the directory the train_embedded rule wrote (results/models/<name>)",
+        )
+    dtype_name = _get(cfg, "dtype", "float32")
+    if dtype_name not in DTYPES:
+        raise LensLabError(f"dtype {dtype_name!r} is unknown", fix=f"use one of {list(DTYPES)}")
+    kwargs: dict[str, Any] = {
+        "revision": _get(cfg, "revision") or None,
+        "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
+    }
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=DTYPES[dtype_name],
+            device_map=_get(cfg, "device_map") or None,
+            **kwargs,
+        )
+    except OSError as err:
+        raise LensLabError(
+            f"cannot load model {source!r}: {err}",
+            fix="check the id or path; hub models need network access or a local HF cache "
+            "(set HF_HOME), or point `source` at a local directory",
+        ) from err
+    if not _get(cfg, "device_map"):
+        model.to(_get(cfg, "device", "cpu"))
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out; any id works, eos is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return ModelAdapter(model, tokenizer, arch=dict(_get(cfg, "arch") or {}), name=_get(cfg, "name"))
