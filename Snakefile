@@ -1,0 +1,29 @@
+# lenslab: the whole study as one DAG.
+#   snakemake --cores all                         # the default study (embedded model)
+#   snakemake --cores all --config study=paper    # another study file in conf/study/
+#   snakemake --cores all --config 'overrides=["+model@models.gpt2=gpt2"]'   # Hydra overrides
+# Values come from Hydra (conf/); paths and the DAG live here and in workflow/rules/.
+
+configfile: "workflow/snakemake.yaml"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9.\-]+",  # no underscore: it separates model from prompt set in names
+    prompts=r"[A-Za-z0-9_.\-]+",
+
+
+include: "workflow/rules/model.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/difference.smk"
+include: "workflow/rules/lens.smk"
+include: "workflow/rules/tuned_lens.smk"
+include: "workflow/rules/patching.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report.html",

@@ -1,0 +1,1 @@
+"""Figure functions: tidy tables in, matplotlib figures out, saved with a caption sidecar."""

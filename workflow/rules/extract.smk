@@ -1,0 +1,18 @@
+# Stage 2: tokens and the residual stream of every prompt of a prompt set.
+
+
+rule extract:
+    input:
+        unpack(model_input),
+        code=lib("extract", "prompts", "models"),
+    output:
+        resid="results/activations/{model}/{prompts}/resid.safetensors",
+        tokens="results/activations/{model}/{prompts}/tokens.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+        extract=stage_cfg("extract"),
+    threads: 2
+    script:
+        "../../scripts/extract.py"
