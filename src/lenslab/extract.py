@@ -98,9 +98,15 @@ def save_activations(acts: Activations, out_dir: str | Path, tokenizer=None) -> 
     write_parquet(acts.tokens_table(tokenizer), out_dir / TOKENS_FILE)
 
 
+def _stage_dir(path: str | Path) -> Path:
+    """Accept the stage directory or any file in it."""
+    path = Path(path)
+    return path.parent if path.suffix else path
+
+
 def load_activations(out_dir: str | Path) -> Activations:
     """Read what :func:`save_activations` wrote; a damaged file is a clear error."""
-    tensors, meta = read_tensors(Path(out_dir) / RESID_FILE)
+    tensors, meta = read_tensors(_stage_dir(out_dir) / RESID_FILE)
     prompt_ids = meta.pop("prompt_ids")
     n = len(prompt_ids)
     return Activations(
@@ -112,4 +118,4 @@ def load_activations(out_dir: str | Path) -> Activations:
 
 
 def load_tokens(out_dir: str | Path) -> pd.DataFrame:
-    return read_parquet(Path(out_dir) / TOKENS_FILE)
+    return read_parquet(_stage_dir(out_dir) / TOKENS_FILE)

@@ -1,0 +1,30 @@
+"""Rule difference (F1 table): hidden-state differences of each clean/corrupt pair."""
+
+import pandas as pd
+
+from lenslab.difference import pair_difference, with_final_norm
+from lenslab.errors import LensLabError
+from lenslab.extract import load_activations
+from lenslab.io import write_parquet
+from lenslab.models import load_model
+from lenslab.prompts import encode_set
+from lenslab.runtime import setup
+
+setup(snakemake.threads)
+params = snakemake.params
+pairs = params.prompts["pairs"]
+if not pairs:
+    raise LensLabError(
+        f"prompt set {params.prompts['name']!r} has no pairs, which F1 needs",
+        fix="add `pairs: [{clean: <id>, corrupt: <id>}]` to the prompt set",
+    )
+adapter = load_model(params.model, params.model_path)
+encoded = {p.id: p for p in encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))}
+acts = load_activations(snakemake.input.acts)
+states = {pid: with_final_norm(r, adapter.normalize) for pid, r in zip(acts.prompt_ids, acts.resid)}
+tables = [
+    pair_difference(encoded[p["clean"]], encoded[p["corrupt"]], states[p["clean"]],
+                    states[p["corrupt"]], p.get("align", "strict"))
+    for p in pairs
+]
+write_parquet(pd.concat(tables, ignore_index=True), snakemake.output.table)

@@ -1,0 +1,22 @@
+"""Rule figure_F1: plot the first pair of the F1 table."""
+
+from lenslab.figures.difference import plot_difference
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+
+table = read_parquet(snakemake.input.table)
+pair = snakemake.params.options.get("pair") or table["pair"].iloc[0]
+rows = table[table["pair"] == pair]
+clean, corrupt = pair.split("|")
+model = snakemake.wildcards.model
+title = f"F1 hidden-state difference, {model}: {clean} vs {corrupt}"
+caption = (
+    f"L2 norm of h_clean - h_corrupt for every residual state of model {model} "
+    f"(prompt set {snakemake.wildcards.prompts}, pair {clean} vs {corrupt}; tokens shown as "
+    "clean/corrupt where they differ, '·' = space). Rows: embeddings, the output of each block "
+    "(before the final norm), and 'final norm' = the final norm applied to the last block's "
+    "output, which is what HF's output_hidden_states returns last (seed 000's last row). "
+    "Positions whose prefix is identical are exactly 0 under causal attention. Mean and std of "
+    "the difference over the hidden dimension are in the table."
+)
+save_figure(plot_difference(rows, title), snakemake.output.png, title, caption)

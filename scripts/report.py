@@ -1,0 +1,10 @@
+"""Rule report: gather every figure's caption sidecar into results/report.html."""
+
+from lenslab.report import build_report
+
+build_report(
+    [f for f in snakemake.input.figures if f.endswith(".json")],
+    snakemake.output.html,
+    study=snakemake.params.study,
+    extras=snakemake.params.extras,
+)

@@ -1,0 +1,33 @@
+# F1: hidden-state differences of clean/corrupt prompt pairs (seed 000).
+
+
+rule difference:
+    input:
+        unpack(model_input),
+        acts="results/activations/{model}/{prompts}/resid.safetensors",
+        code=lib("difference", "prompts", "extract", "models"),
+    output:
+        table="results/tables/{model}/{prompts}/F1_difference.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+    script:
+        "../../scripts/difference.py"
+
+
+rule figure_F1:
+    input:
+        table=rules.difference.output.table,
+        code=lib("figures/difference", "figures/save"),
+    output:
+        png="results/figures/F1_{model}_{prompts}.png",
+        svg="results/figures/F1_{model}_{prompts}.svg",
+        caption="results/figures/F1_{model}_{prompts}.json",
+    params:
+        options=lambda w: to_plain(CFG.study.figures.get("F1", {}).get("options", {})),
+    script:
+        "../../scripts/figure_difference.py"
+
+
+register_figure("F1", lambda m, p: figure_files("F1", m, p))

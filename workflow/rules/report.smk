@@ -1,0 +1,14 @@
+# Stage 7: one HTML page with every figure the study lists and its caption.
+
+
+rule report:
+    input:
+        figures=all_figures(),
+        code=lib("report"),
+    output:
+        html="results/report.html",
+    params:
+        study=to_plain(CFG.study),
+        extras={"models": {m: model_cfg(m) for m in MODELS}},
+    script:
+        "../../scripts/report.py"
