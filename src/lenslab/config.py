@@ -133,8 +133,9 @@ def validate(raw: DictConfig) -> DictConfig:
         _check_missing(cfg)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise LensLabError(
-            f"invalid config field {key!r}: {err.msg if hasattr(err, 'msg') else err}",
+            f"invalid config field {key!r}: {first_line}",
             fix="correct or remove that field (see the dataclasses in lenslab/config.py)",
         ) from err
     _check_values(cfg)
@@ -149,6 +150,11 @@ def _check_missing(cfg: DictConfig) -> None:
 
 def _check_values(cfg: DictConfig) -> None:
     for key, model in cfg.models.items():
+        if "_" in key or "/" in key:
+            raise LensLabError(
+                f"model key {key!r} contains '_' or '/', which separate names in result paths",
+                fix="use letters, digits, '-' and '.' in model keys (e.g. gpt2-xl)",
+            )
         if model.dtype not in DTYPES:
             raise LensLabError(
                 f"models.{key}.dtype={model.dtype!r} is not a dtype", fix=f"use one of {DTYPES}"
