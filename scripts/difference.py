@@ -19,12 +19,22 @@ if not pairs:
         fix="add `pairs: [{clean: <id>, corrupt: <id>}]` to the prompt set",
     )
 adapter = load_model(params.model, params.model_path)
-encoded = {p.id: p for p in encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))}
+encoded = {
+    p.id: p for p in encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))
+}
 acts = load_activations(snakemake.input.acts)
-states = {pid: with_final_norm(r, adapter.normalize) for pid, r in zip(acts.prompt_ids, acts.resid)}
+states = {
+    pid: with_final_norm(r, adapter.normalize)
+    for pid, r in zip(acts.prompt_ids, acts.resid, strict=True)
+}
 tables = [
-    pair_difference(encoded[p["clean"]], encoded[p["corrupt"]], states[p["clean"]],
-                    states[p["corrupt"]], p.get("align", "strict"))
+    pair_difference(
+        encoded[p["clean"]],
+        encoded[p["corrupt"]],
+        states[p["clean"]],
+        states[p["corrupt"]],
+        p.get("align", "strict"),
+    )
     for p in pairs
 ]
 write_parquet(pd.concat(tables, ignore_index=True), snakemake.output.table)

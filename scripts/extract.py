@@ -13,6 +13,9 @@ params = snakemake.params
 adapter = load_model(params.model, params.model_path)
 prompts = encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))
 acts = extract(adapter, prompts, batch_size=params.extract.get("batch_size", 8))
-acts.meta = {"model": params.model["name"], "prompts": params.prompts["name"],
-             "model_config": canonical_json(params.model)}
+acts.meta = {
+    "model": params.model["name"],
+    "prompts": params.prompts["name"],
+    "model_config": canonical_json(params.model),
+}
 save_activations(acts, Path(snakemake.output.resid).parent, adapter.tokenizer)

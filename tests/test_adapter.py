@@ -67,8 +67,12 @@ def test_unknown_architecture_names_the_missing_parts():
     # ... and the hand mapping it suggests works.
     adapter = ModelAdapter(
         model,
-        arch={"blocks": "transformer.h", "final_norm": "transformer.ln_f", "attn": "attn",
-              "mlp": "mlp"},
+        arch={
+            "blocks": "transformer.h",
+            "final_norm": "transformer.ln_f",
+            "attn": "attn",
+            "mlp": "mlp",
+        },
     )
     logits, resid = adapter.run_with_resid(IDS)
     with torch.no_grad():
@@ -90,8 +94,9 @@ def test_attn_and_mlp_outputs_sum_to_the_block_update():
 
         return edit
 
-    with adapter.edit_output(adapter.attn(1), keep("attn")), adapter.edit_output(
-        adapter.mlp(1), keep("mlp")
+    with (
+        adapter.edit_output(adapter.attn(1), keep("attn")),
+        adapter.edit_output(adapter.mlp(1), keep("mlp")),
     ):
         _, resid = adapter.run_with_resid(IDS)
     # GPT-2 block: resid[2] = resid[1] + attn + mlp (dropout off in eval mode).

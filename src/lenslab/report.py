@@ -45,7 +45,9 @@ def build_report(
     out = Path(out)
     root = out.parent
     files = sorted((Path(s) for s in sidecars), key=_figure_key)
-    toc = "".join(f'<li><a href="#{html.escape(f.stem)}">{html.escape(f.stem)}</a></li>' for f in files)
+    toc = "".join(
+        f'<li><a href="#{html.escape(f.stem)}">{html.escape(f.stem)}</a></li>' for f in files
+    )
     body = "\n".join(_section(f, root) for f in files)
     settings = html.escape(json.dumps(study, indent=1, sort_keys=True))
     extra = "".join(

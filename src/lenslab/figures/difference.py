@@ -24,7 +24,9 @@ def plot_difference(table: pd.DataFrame, title: str) -> Figure:
         .itertuples(index=False)
     ]
     fig, (ax_map, ax_line) = plt.subplots(
-        1, 2, figsize=(6 + 0.9 * len(labels), 0.35 * len(states) + 2.5),
+        1,
+        2,
+        figsize=(6 + 0.9 * len(labels), 0.35 * len(states) + 2.5),
         gridspec_kw={"width_ratios": [3, 2]},
     )
     values = grid.to_numpy()
@@ -33,8 +35,15 @@ def plot_difference(table: pd.DataFrame, title: str) -> Figure:
     ax_map.set_yticks(range(len(states)), states[::-1], fontsize=8)
     ax_map.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     for (i, j), v in np.ndenumerate(values[::-1]):
-        ax_map.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=6,
-                    color="white" if v < 0.6 * np.nanmax(values) else "black")
+        ax_map.text(
+            j,
+            i,
+            f"{v:.1f}",
+            ha="center",
+            va="center",
+            fontsize=6,
+            color="white" if v < 0.6 * np.nanmax(values) else "black",
+        )
     fig.colorbar(image, ax=ax_map, label="L2 norm of difference")
     ax_map.set_title("||h_clean - h_corrupt||₂")
     for j, label in enumerate(labels):

@@ -141,7 +141,9 @@ class ModelAdapter:
 
     @property
     def d_model(self) -> int:
-        return self.unembed.weight.shape[1] if self.post_norm is None else self.post_norm.in_features
+        return (
+            self.unembed.weight.shape[1] if self.post_norm is None else self.post_norm.in_features
+        )
 
     @property
     def vocab_size(self) -> int:

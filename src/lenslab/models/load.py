@@ -61,4 +61,6 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out; any id works, eos is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return ModelAdapter(model, tokenizer, arch=dict(_get(cfg, "arch") or {}), name=_get(cfg, "name"))
+    return ModelAdapter(
+        model, tokenizer, arch=dict(_get(cfg, "arch") or {}), name=_get(cfg, "name")
+    )

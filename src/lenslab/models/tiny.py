@@ -22,29 +22,55 @@ _COMMON = dict(vocab_size=96, bos_token_id=1, eos_token_id=2, pad_token_id=0)
 TINY_CONFIGS: dict[str, dict] = {
     "gpt2": dict(n_layer=3, n_embd=32, n_head=4, n_positions=64),
     "gpt_neox": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64, rotary_pct=0.5,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        rotary_pct=0.5,
     ),
     "llama": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     ),
     "mistral": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64, head_dim=8,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        head_dim=8,
     ),
     "qwen2": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
     ),
     "opt": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, ffn_dim=64,
-        max_position_embeddings=64, word_embed_proj_dim=32,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        ffn_dim=64,
+        max_position_embeddings=64,
+        word_embed_proj_dim=32,
     ),
     "gptj": dict(n_layer=3, n_embd=32, n_head=4, n_positions=64, rotary_dim=4),
     "gemma": dict(
-        num_hidden_layers=3, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, max_position_embeddings=64, head_dim=8,
+        num_hidden_layers=3,
+        hidden_size=32,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        head_dim=8,
     ),
 }
 WORDS = [f"w{i}" for i in range(80)]
@@ -76,7 +102,10 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
         unk_token="<unk>",
     )
 
