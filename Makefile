@@ -1,0 +1,31 @@
+# The README's commands. `make study` and `make test` set up .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup study test lint bench clean-results
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned: the CPU wheel (an unpinned torch pulls CUDA builds).
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+study: setup
+	$(BIN)/snakemake --cores all
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean-results:
+	rm -rf results/models results/activations results/lens results/tables results/figures \
+	       results/patching results/tuned_lens results/logs results/report.html .snakemake
