@@ -4,7 +4,7 @@
 #   snakemake --cores all --config 'overrides=["+model@models.gpt2=gpt2"]'   # Hydra overrides
 # Values come from Hydra (conf/); paths and the DAG live here and in workflow/rules/.
 
-configfile: "workflow/snakemake.yaml"
+configfile: f"{workflow.basedir}/workflow/snakemake.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -1,0 +1,104 @@
+"""The Snakemake workflow, run for real on the small embedded model in a temporary directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from lenslab.io import read_json, read_parquet
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"]
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def jobs_in(dry_run_output: str) -> dict[str, int]:
+    """Parse the 'Job stats' table of a dry run into {rule: count}."""
+    lines = dry_run_output.split("Job stats:")[-1].splitlines()
+    counts = {}
+    for line in lines[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("total", None)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("study")
+    snakemake(workdir, "--config", "study=test")
+    return workdir
+
+
+@pytest.mark.slow
+def test_test_study_produces_figures_and_report(study_run):
+    results = study_run / "results"
+    report = (results / "report.html").read_text()
+    figure = results / "figures" / "F1_embedded-test_embedded_capital_pair"
+    for ext in ("png", "svg", "json"):
+        assert figure.with_suffix(f".{ext}").stat().st_size > 0
+    assert read_json(figure.with_suffix(".json"))["caption"] in report
+    assert str(study_run) not in report and str(REPO) not in report  # no absolute paths
+
+
+@pytest.mark.slow
+def test_f1_table_matches_a_direct_computation(study_run):
+    results = study_run / "results"
+    table = read_parquet(
+        results / "tables/embedded-test/embedded_capital_pair/F1_difference.parquet"
+    )
+    model_dir = results / "models" / "embedded-test"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    with torch.no_grad():
+        a = model(**tok("The capital of France is Paris.", return_tensors="pt"),
+                  output_hidden_states=True).hidden_states
+        b = model(**tok("The capital of Germany is Berlin.", return_tensors="pt"),
+                  output_hidden_states=True).hidden_states
+    n_layers = len(a) - 1
+    assert table.row.max() == n_layers + 1  # embeddings, every block, the final-normed state
+    for hf_index, row in enumerate([*range(n_layers), n_layers + 1]):
+        expected = (a[hf_index][0] - b[hf_index][0]).norm(dim=-1)
+        got = torch.tensor(table[table.row == row].sort_values("position").l2.values)
+        torch.testing.assert_close(got.float(), expected, atol=1e-4, rtol=1e-4)
+    # "The capital of" is shared: exactly zero there in every state.
+    assert (table[table.position < 3].l2 == 0).all()
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing_and_a_config_change_reruns_only_its_model(study_run):
+    out = snakemake(study_run, "-n", "--config", "study=test")
+    assert "Nothing to be done" in out
+    out = snakemake(study_run, "-n", "--config", "study=test",
+                    "overrides=[models.embedded-test.batch_size=2]")
+    jobs = jobs_in(out)
+    assert "train_embedded" not in jobs  # batch size of extraction does not retrain
+    assert jobs.get("extract", 0) >= 1
+    out = snakemake(study_run, "-n", "--config", "study=test",
+                    "overrides=[models.embedded-test.embedded.seed=1]")
+    assert jobs_in(out).get("train_embedded") == 1
+
+
+def test_paper_study_dry_run(tmp_path):
+    """The hub models cannot be downloaded here; the DAG and configs are still checked."""
+    out = snakemake(tmp_path, "-n", "--config", "study=paper")
+    jobs = jobs_in(out)
+    assert jobs["extract"] >= 2 and jobs["figure_F1"] == 2
+    assert "train_embedded" not in jobs
