@@ -1,0 +1,391 @@
+"""Batched activation patching: restore clean states into corrupted runs, many patches at once.
+
+A *patch* restores the clean value of one kind of state at a set of (layer, position) cells:
+
+``resid``
+    the residual stream after block ``l`` (``resid[l+1]``, the block output);
+``attn`` / ``mlp``
+    the first output of ``adapter.attn(l)`` / ``adapter.mlp(l)`` (what the block adds to the
+    residual stream, or feeds to its second half).
+
+Two runners compute the patched logits at the last position, and agree value for value:
+
+``suffix`` (fast)
+    A patch whose lowest layer is ``s`` leaves ``resid[0..s]`` of the corrupted run untouched,
+    so it starts from the cached corrupt ``resid[s]`` and calls only blocks ``s..L-1``. The
+    block calls replay the positional and keyword arguments the model itself passed to each
+    block in a traced forward (attention mask, ``position_ids``, rotary ``position_embeddings``
+    for Llama / GPT-NeoX style models, ...), so no architecture's signature is hard-coded.
+    Patched variants are stacked along the batch dimension, sorted by start layer; a row joins
+    the running batch when its start layer is reached, so every row computes only its suffix.
+``full`` (fallback)
+    The whole model forward with hooks, still batched. Used when replaying the blocks does not
+    reproduce the model's own forward (checked once per prompt length, see
+    :meth:`Patcher.check_suffix`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lenslab.errors import LensLabError
+from lenslab.models.adapter import ModelAdapter
+
+log = logging.getLogger(__name__)
+
+KINDS = ("resid", "attn", "mlp")
+RUNNERS = ("auto", "suffix", "full")
+
+
+@dataclass(frozen=True)
+class Patch:
+    """Restore the clean ``kind`` state at every (layer, position) in ``layers x positions``.
+
+    ``layers`` index blocks (0..L-1): for ``resid`` layer ``l`` is the block output
+    ``resid[l+1]``. An empty patch restores nothing (the corrupted run itself).
+    """
+
+    kind: str = "resid"
+    layers: tuple[int, ...] = ()
+    positions: tuple[int, ...] = ()
+
+    def start(self, n_layers: int) -> int:
+        """The residual index the run must start from: lower states are the corrupt ones."""
+        if not self.layers or not self.positions:
+            return n_layers
+        return min(self.layers) + (1 if self.kind == "resid" else 0)
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> tuple[int, ...]:
+    """ROME's window: ``window`` layers around ``layer``, clipped at 0 and ``L-1``.
+
+    Same rule as ROME's ``trace_important_window``: ``range(l - w//2, l - (-w//2))``, i.e.
+    ``l-5 .. l+4`` for ``w = 10`` and just ``l`` for ``w = 1``.
+    """
+    if window < 1:
+        raise LensLabError(f"window {window} is not a layer count", fix="use window >= 1")
+    return tuple(range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
+
+
+@dataclass
+class Trace:
+    """What one unpatched run leaves behind, for one prompt (no batch dimension)."""
+
+    logits: Tensor  # [V] at the last position
+    resid: Tensor  # [L+1, T, D]
+    attn: Tensor | None = None  # [L, T, D] first output of adapter.attn(l)
+    mlp: Tensor | None = None  # [L, T, D]
+
+
+def _first(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_first(output: Any, new: Tensor) -> Any:
+    return (new, *output[1:]) if isinstance(output, tuple) else new
+
+
+def embedding_std(adapter: ModelAdapter) -> float:
+    """Standard deviation of the input embedding matrix (every entry): ROME's noise unit."""
+    return float(adapter.model.get_input_embeddings().weight.detach().float().std())
+
+
+@contextlib.contextmanager
+def _hook(module: nn.Module, fn) -> Iterator[None]:
+    """Forward hook that may replace the module's first output (``fn`` returns it or None)."""
+
+    def hook(_mod, _args, output):
+        new = fn(_first(output))
+        return None if new is None else _with_first(output, new)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def add_embedding_noise(adapter: ModelAdapter, noise: Tensor | None) -> Iterator[None]:
+    """Add ``noise`` ([T, D] or [B, T, D]) to the token-embedding output (ROME corruption)."""
+    if noise is None:
+        yield
+        return
+    embed = adapter.model.get_input_embeddings()
+    with _hook(embed, lambda out: out + noise.to(out.dtype)):
+        yield
+
+
+class Patcher:
+    """Clean and corrupted traces of one prompt, and the runners that patch between them.
+
+    Corruption is either a different prompt of the same token length (``corrupt_ids``) or
+    embedding noise, one ``[T, D]`` tensor per sample (``noise`` ``[S, T, D]``); each noise
+    sample is its own corrupted run, and patch results are returned per sample.
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        clean_ids: list[int] | Tensor,
+        corrupt_ids: list[int] | Tensor | None = None,
+        noise: Tensor | None = None,
+        runner: str = "auto",
+        batch_size: int = 64,
+    ):
+        if (corrupt_ids is None) == (noise is None):
+            raise LensLabError(
+                "a patching run needs exactly one corruption",
+                fix="pass either corrupt_ids (pairs mode) or noise (noise mode)",
+            )
+        if runner not in RUNNERS:
+            raise LensLabError(f"unknown runner {runner!r}", fix=f"use one of {RUNNERS}")
+        if batch_size < 1:
+            raise LensLabError(f"batch_size={batch_size}", fix="use a batch size >= 1")
+        self.adapter = adapter
+        self.L = adapter.n_layers
+        self.batch_size = batch_size
+        dev = adapter.device
+        self.clean_ids = torch.as_tensor(clean_ids, dtype=torch.long, device=dev)
+        T = len(self.clean_ids)
+        if corrupt_ids is not None:
+            self.corrupt_ids = torch.as_tensor(corrupt_ids, dtype=torch.long, device=dev)
+            if len(self.corrupt_ids) != T:
+                raise LensLabError(
+                    f"clean ({T} tokens) and corrupt ({len(self.corrupt_ids)} tokens) prompts "
+                    "differ in length",
+                    fix="patch only pairs of equal token length (align: strict)",
+                )
+            self.noise = None
+        else:
+            if noise.ndim != 3 or noise.shape[1:] != (T, adapter.d_model):
+                raise LensLabError(
+                    f"noise of shape {tuple(noise.shape)} does not fit a {T}-token prompt",
+                    fix=f"give noise as [samples, {T}, {adapter.d_model}]",
+                )
+            self.corrupt_ids = self.clean_ids
+            self.noise = noise.to(dev)
+        self.clean, self.block_args = self._trace(self.clean_ids, None, components=True)
+        self.corrupt = [
+            self._trace(self.corrupt_ids, n, components=False)[0] for n in self._noise_samples()
+        ]
+        self.runner = self._choose(runner)
+
+    # -- traces ---------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return len(self.corrupt)
+
+    def _noise_samples(self) -> list[Tensor | None]:
+        return [None] if self.noise is None else list(self.noise)
+
+    @torch.no_grad()
+    def _trace(self, ids: Tensor, noise: Tensor | None, components: bool) -> tuple[Trace, list]:
+        """One forward: last-position logits, residual stream, attn/MLP outputs, block args."""
+        ad = self.adapter
+        resid: list[Tensor] = []
+        attn: list[Tensor] = []
+        mlp: list[Tensor] = []
+        args: list[tuple] = []
+
+        def keep(store):
+            # OPT's fc2 sees tokens flattened to [B*T, D]: view every output as [B, T, D].
+            return lambda out: store.append(out.reshape(-1, len(ids), out.shape[-1])[0]) or None
+
+        def pre(_mod, a, kw):
+            args.append((a[1:], dict(kw)))
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(ad.record_resid(resid))
+            stack.enter_context(add_embedding_noise(ad, noise))
+            handles = [b.register_forward_pre_hook(pre, with_kwargs=True) for b in ad.blocks]
+            stack.callback(lambda: [h.remove() for h in handles])
+            if components:
+                for i in range(self.L):
+                    stack.enter_context(_hook(ad.attn(i), keep(attn)))
+                    stack.enter_context(_hook(ad.mlp(i), keep(mlp)))
+            out = ad.model(input_ids=ids[None], use_cache=False)
+        resid_t = torch.stack([r[0] for r in resid])
+        trace = Trace(
+            logits=out.logits[0, -1],
+            resid=resid_t,
+            attn=torch.stack(attn) if components else None,
+            mlp=torch.stack(mlp) if components else None,
+        )
+        return trace, args
+
+    # -- runner choice --------------------------------------------------------------------
+    def _choose(self, runner: str) -> str:
+        if runner == "full":
+            return "full"
+        ok, why = self.check_suffix()
+        if ok:
+            return "suffix"
+        if runner == "suffix":
+            raise LensLabError(
+                f"the suffix runner cannot replay the blocks of {self.adapter.name!r}: {why}",
+                fix="set `runner: auto` or `runner: full` in the patching config",
+            )
+        log.warning(
+            "patching %s: suffix runner unavailable (%s); full forwards", self.adapter.name, why
+        )
+        return "full"
+
+    @torch.no_grad()
+    def check_suffix(self) -> tuple[bool, str]:
+        """Does replaying the captured block calls on a batch of 2 reproduce resid[1..L]?"""
+        h = self.clean.resid[0].expand(2, -1, -1).clone()
+        try:
+            for j in range(self.L):
+                h = self._block(j, h)
+                want = self.clean.resid[j + 1]
+                if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=1e-5):
+                    err = (h - want).abs().max().item()
+                    return False, f"block {j} output differs by {err:.3g}"
+        except Exception as err:  # noqa: BLE001 - any failure means: do not use this path
+            return False, f"{type(err).__name__}: {err}"
+        return True, ""
+
+    def _block(self, j: int, h: Tensor) -> Tensor:
+        args, kwargs = self.block_args[j]
+        return _first(self.adapter.blocks[j](h, *args, **kwargs))
+
+    # -- running patches ------------------------------------------------------------------
+    def run(self, patches: list[Patch], samples: list[int] | None = None) -> Tensor:
+        """Last-position logits ``[n, V]`` of every (patch, sample) variant.
+
+        ``samples`` gives each patch's corrupted run (noise sample index; 0 in pairs mode);
+        None runs every patch on every sample and returns ``[S, n, V]``.
+        """
+        if samples is None:
+            n = len(patches)
+            flat = self.run(
+                patches * self.n_samples, [s for s in range(self.n_samples) for _ in range(n)]
+            )
+            return flat.view(self.n_samples, n, -1)
+        if len(samples) != len(patches):
+            raise LensLabError("one sample index per patch is needed", fix="pass equal lengths")
+        for p in patches:
+            self._check_patch(p)
+        for s in samples:
+            if not 0 <= s < self.n_samples:
+                raise LensLabError(
+                    f"sample {s} does not exist ({self.n_samples} corrupted runs)",
+                    fix=f"use 0..{self.n_samples - 1}",
+                )
+        if self.runner == "suffix":
+            return self._run_suffix(patches, samples)
+        return self._run_full(patches, samples)
+
+    def _check_patch(self, p: Patch) -> None:
+        if p.kind not in KINDS:
+            raise LensLabError(f"unknown state kind {p.kind!r}", fix=f"use one of {KINDS}")
+        T = len(self.clean_ids)
+        bad_l = [l for l in p.layers if not 0 <= l < self.L]
+        bad_t = [t for t in p.positions if not 0 <= t < T]
+        if bad_l or bad_t:
+            raise LensLabError(
+                f"patch {p} is outside the model ({self.L} blocks) or prompt ({T} tokens)",
+                fix=f"use layers 0..{self.L - 1} and positions 0..{T - 1}",
+            )
+
+    def _clean_state(self, kind: str, layer: int) -> Tensor:
+        """Clean value [T, D] restored by a ``kind`` patch at ``layer``."""
+        if kind == "resid":
+            return self.clean.resid[layer + 1]
+        return getattr(self.clean, kind)[layer]
+
+    def _index(self, patches: list[Patch]) -> dict[tuple[str, int], tuple[Tensor, Tensor]]:
+        """(kind, layer) -> (rows, positions) to overwrite, for the rows of one batch."""
+        cells: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for row, p in enumerate(patches):
+            for layer in p.layers:
+                for t in p.positions:
+                    cells.setdefault((p.kind, layer), []).append((row, t))
+        dev = self.adapter.device
+        return {
+            key: (
+                torch.tensor([r for r, _ in rc], device=dev),
+                torch.tensor([t for _, t in rc], device=dev),
+            )
+            for key, rc in cells.items()
+        }
+
+    def _restore(self, key: tuple[str, int], index, h: Tensor) -> Tensor | None:
+        """``h`` with the clean values written into the batch's patched (row, position) cells."""
+        if key not in index:
+            return None
+        rows, pos = index[key]
+        n_rows = h.numel() // (len(self.clean_ids) * h.shape[-1])
+        keep = rows < n_rows  # rows that have not joined the batch yet are not patched
+        if not bool(keep.any()):
+            return None
+        rows, pos = rows[keep], pos[keep]
+        shape = h.shape  # [B, T, D], or [B*T, D] for modules that flatten tokens (OPT's fc2)
+        h = h.reshape(-1, len(self.clean_ids), shape[-1]).clone()
+        h[rows, pos] = self._clean_state(*key)[pos].to(h.dtype)
+        return h.reshape(shape)
+
+    @contextlib.contextmanager
+    def _component_hooks(self, index, layers: range) -> Iterator[None]:
+        ad = self.adapter
+        with contextlib.ExitStack() as stack:
+            for j in layers:
+                for kind, module in (("attn", ad.attn), ("mlp", ad.mlp)):
+                    if (kind, j) in index:
+                        fn = (lambda key: lambda out: self._restore(key, index, out))((kind, j))
+                        stack.enter_context(_hook(module(j), fn))
+            yield
+
+    @torch.no_grad()
+    def _run_suffix(self, patches: list[Patch], samples: list[int]) -> Tensor:
+        starts = [p.start(self.L) for p in patches]
+        order = sorted(range(len(patches)), key=lambda k: starts[k])
+        out = torch.empty(len(patches), self.adapter.vocab_size, device=self.adapter.device)
+        for c in range(0, len(order), self.batch_size):
+            chunk = order[c : c + self.batch_size]
+            index = self._index([patches[k] for k in chunk])
+            h: Tensor | None = None
+            first = starts[chunk[0]]
+            with self._component_hooks(index, range(first, self.L)):
+                for j in range(first, self.L + 1):
+                    # Rows whose patch starts here join with the corrupt state resid[j].
+                    new = [k for k in chunk if starts[k] == j]
+                    if new:
+                        joined = torch.stack([self.corrupt[samples[k]].resid[j] for k in new])
+                        h = joined if h is None else torch.cat([h, joined])
+                    h = _or(self._restore(("resid", j - 1), index, h), h)
+                    if j < self.L:
+                        h = self._block(j, h)
+            out[chunk] = self.adapter.decode(h[:, -1]).to(out.dtype)
+        return out
+
+    @torch.no_grad()
+    def _run_full(self, patches: list[Patch], samples: list[int]) -> Tensor:
+        ad = self.adapter
+        out = torch.empty(len(patches), ad.vocab_size, device=ad.device)
+        for c in range(0, len(patches), self.batch_size):
+            rows = list(range(c, min(c + self.batch_size, len(patches))))
+            index = self._index([patches[k] for k in rows])
+            noise = None if self.noise is None else self.noise[[samples[k] for k in rows]]
+            ids = self.corrupt_ids.expand(len(rows), -1)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(add_embedding_noise(ad, noise))
+                stack.enter_context(self._component_hooks(index, range(self.L)))
+                for j in range(self.L):
+                    fn = (lambda key: lambda o: self._restore(key, index, o))(("resid", j))
+                    stack.enter_context(_hook(ad.blocks[j], fn))
+                logits = ad.model(input_ids=ids, use_cache=False).logits
+            out[rows] = logits[:, -1].to(out.dtype)
+        return out
+
+
+def _or(value: Tensor | None, default: Tensor) -> Tensor:
+    return default if value is None else value
