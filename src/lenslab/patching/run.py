@@ -30,6 +30,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -288,7 +289,7 @@ class Patcher:
         if p.kind not in KINDS:
             raise LensLabError(f"unknown state kind {p.kind!r}", fix=f"use one of {KINDS}")
         T = len(self.clean_ids)
-        bad_l = [l for l in p.layers if not 0 <= l < self.L]
+        bad_l = [i for i in p.layers if not 0 <= i < self.L]
         bad_t = [t for t in p.positions if not 0 <= t < T]
         if bad_l or bad_t:
             raise LensLabError(
@@ -340,7 +341,7 @@ class Patcher:
             for j in layers:
                 for kind, module in (("attn", ad.attn), ("mlp", ad.mlp)):
                     if (kind, j) in index:
-                        fn = (lambda key: lambda out: self._restore(key, index, out))((kind, j))
+                        fn = partial(self._restore, (kind, j), index)
                         stack.enter_context(_hook(module(j), fn))
             yield
 
@@ -380,7 +381,7 @@ class Patcher:
                 stack.enter_context(add_embedding_noise(ad, noise))
                 stack.enter_context(self._component_hooks(index, range(self.L)))
                 for j in range(self.L):
-                    fn = (lambda key: lambda o: self._restore(key, index, o))(("resid", j))
+                    fn = partial(self._restore, ("resid", j), index)
                     stack.enter_context(_hook(ad.blocks[j], fn))
                 logits = ad.model(input_ids=ids, use_cache=False).logits
             out[rows] = logits[:, -1].to(out.dtype)
