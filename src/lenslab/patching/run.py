@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -259,16 +259,25 @@ class Patcher:
         return _first(self.adapter.blocks[j](h, *args, **kwargs))
 
     # -- running patches ------------------------------------------------------------------
-    def run(self, patches: list[Patch], samples: list[int] | None = None) -> Tensor:
+    def run(
+        self,
+        patches: list[Patch],
+        samples: list[int] | None = None,
+        reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """Last-position logits ``[n, V]`` of every (patch, sample) variant.
 
         ``samples`` gives each patch's corrupted run (noise sample index; 0 in pairs mode);
-        None runs every patch on every sample and returns ``[S, n, V]``.
+        None runs every patch on every sample and returns ``[S, n, V]``. ``reduce`` maps each
+        batch's logits ``[b, V]`` to ``[b, k]`` (e.g. the two answers' logits), so a big sweep
+        never holds ``n x V`` logits at once.
         """
         if samples is None:
             n = len(patches)
             flat = self.run(
-                patches * self.n_samples, [s for s in range(self.n_samples) for _ in range(n)]
+                patches * self.n_samples,
+                [s for s in range(self.n_samples) for _ in range(n)],
+                reduce,
             )
             return flat.view(self.n_samples, n, -1)
         if len(samples) != len(patches):
@@ -281,9 +290,13 @@ class Patcher:
                     f"sample {s} does not exist ({self.n_samples} corrupted runs)",
                     fix=f"use 0..{self.n_samples - 1}",
                 )
-        if self.runner == "suffix":
-            return self._run_suffix(patches, samples)
-        return self._run_full(patches, samples)
+        reduce = reduce or (lambda logits: logits)
+        run = self._run_suffix if self.runner == "suffix" else self._run_full
+        parts = list(run(patches, samples, reduce))
+        out = torch.empty(len(patches), parts[0][1].shape[-1], dtype=parts[0][1].dtype)
+        for rows, values in parts:
+            out[rows] = values.cpu()
+        return out
 
     def _check_patch(self, p: Patch) -> None:
         if p.kind not in KINDS:
@@ -346,10 +359,9 @@ class Patcher:
             yield
 
     @torch.no_grad()
-    def _run_suffix(self, patches: list[Patch], samples: list[int]) -> Tensor:
+    def _run_suffix(self, patches: list[Patch], samples: list[int], reduce) -> Iterator[tuple]:
         starts = [p.start(self.L) for p in patches]
         order = sorted(range(len(patches)), key=lambda k: starts[k])
-        out = torch.empty(len(patches), self.adapter.vocab_size, device=self.adapter.device)
         for c in range(0, len(order), self.batch_size):
             chunk = order[c : c + self.batch_size]
             index = self._index([patches[k] for k in chunk])
@@ -365,13 +377,11 @@ class Patcher:
                     h = _or(self._restore(("resid", j - 1), index, h), h)
                     if j < self.L:
                         h = self._block(j, h)
-            out[chunk] = self.adapter.decode(h[:, -1]).to(out.dtype)
-        return out
+            yield chunk, reduce(self.adapter.decode(h[:, -1]))
 
     @torch.no_grad()
-    def _run_full(self, patches: list[Patch], samples: list[int]) -> Tensor:
+    def _run_full(self, patches: list[Patch], samples: list[int], reduce) -> Iterator[tuple]:
         ad = self.adapter
-        out = torch.empty(len(patches), ad.vocab_size, device=ad.device)
         for c in range(0, len(patches), self.batch_size):
             rows = list(range(c, min(c + self.batch_size, len(patches))))
             index = self._index([patches[k] for k in rows])
@@ -384,8 +394,7 @@ class Patcher:
                     fn = partial(self._restore, ("resid", j), index)
                     stack.enter_context(_hook(ad.blocks[j], fn))
                 logits = ad.model(input_ids=ids, use_cache=False).logits
-            out[rows] = logits[:, -1].to(out.dtype)
-        return out
+            yield rows, reduce(logits[:, -1])
 
 
 def _or(value: Tensor | None, default: Tensor) -> Tensor:

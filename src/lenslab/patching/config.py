@@ -1,0 +1,104 @@
+"""The ``patching:`` config block (conf/patching/default.yaml), validated.
+
+Every key can be overridden for one prompt set under ``prompt_sets: {<name>: {...}}``, e.g.
+``prompt_sets: {capital_facts: {mode: noise}}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from lenslab.errors import LensLabError
+from lenslab.patching.corrupt import MODES
+from lenslab.patching.run import KINDS, RUNNERS
+
+
+@dataclass(frozen=True)
+class PatchingConfig:
+    mode: str = "auto"  # pairs | noise | auto (pairs when the prompt set has pairs)
+    kinds: tuple[str, ...] = KINDS
+    # attn/MLP patches restore a window of this many layers around each layer (ROME: 10) and,
+    # as well, the single layer (window 1); the residual stream is always one layer.
+    window: int = 10
+    noise_samples: int = 10
+    noise_scale: float = 3.0  # x std of the input embedding matrix
+    noise_seed: int = 0
+    batch_size: int = 64  # patched runs per forward batch (bounds memory)
+    runner: str = "auto"  # auto | suffix | full
+    prompt_sets: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return tuple(sorted({1, self.window}))
+
+
+KEYS = [f.name for f in fields(PatchingConfig)]
+
+
+def _checked(block: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(block) - set(KEYS))
+    if unknown:
+        raise LensLabError(
+            f"unknown patching setting(s) {unknown} in {where}",
+            fix=f"use only {KEYS} (see conf/patching/default.yaml)",
+        )
+    return dict(block)
+
+
+def parse_config(block: dict[str, Any] | None, prompt_set: str | None = None) -> PatchingConfig:
+    """The settings for ``prompt_set``: the block, updated by its ``prompt_sets`` entry."""
+    values = _checked(dict(block or {}), "patching")
+    per_set = values.get("prompt_sets") or {}
+    if prompt_set is not None and prompt_set in per_set:
+        extra = _checked(dict(per_set[prompt_set]), f"patching.prompt_sets.{prompt_set}")
+        extra.pop("prompt_sets", None)
+        values.update(extra)
+    if "kinds" in values:
+        values["kinds"] = tuple(
+            [values["kinds"]] if isinstance(values["kinds"], str) else values["kinds"]
+        )
+    for key, kind in _NUMBERS.items():
+        if key in values:
+            values[key] = _number(key, values[key], kind)
+    cfg = PatchingConfig(**values)
+    _validate(cfg)
+    return cfg
+
+
+_NUMBERS = {
+    "window": int,
+    "noise_samples": int,
+    "noise_seed": int,
+    "batch_size": int,
+    "noise_scale": float,
+}
+
+
+def _number(key: str, value: Any, kind: type) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or kind(value) != value:
+        raise LensLabError(
+            f"patching.{key}={value!r} is not {'an integer' if kind is int else 'a number'}",
+            fix=f"set {key} to a number, e.g. {getattr(PatchingConfig, key)!r}",
+        )
+    return kind(value)
+
+
+def _validate(cfg: PatchingConfig) -> None:
+    bad_kinds = [k for k in cfg.kinds if k not in KINDS]
+    if bad_kinds or not cfg.kinds:
+        raise LensLabError(
+            f"patching.kinds={list(cfg.kinds)} names no or unknown state kinds {bad_kinds}",
+            fix=f"choose from {list(KINDS)}",
+        )
+    checks = [
+        (cfg.mode in MODES, f"mode={cfg.mode!r}", f"use one of {MODES}"),
+        (cfg.runner in RUNNERS, f"runner={cfg.runner!r}", f"use one of {RUNNERS}"),
+        (cfg.window >= 1, f"window={cfg.window}", "use a window of at least 1 layer"),
+        (cfg.batch_size >= 1, f"batch_size={cfg.batch_size}", "use a batch size >= 1"),
+        (cfg.noise_samples >= 1, f"noise_samples={cfg.noise_samples}", "use >= 1 sample"),
+        (cfg.noise_scale > 0, f"noise_scale={cfg.noise_scale}", "use a positive scale"),
+    ]
+    for ok, what, fix in checks:
+        if not ok:
+            raise LensLabError(f"invalid patching setting {what}", fix=fix)
