@@ -264,13 +264,15 @@ class Patcher:
         patches: list[Patch],
         samples: list[int] | None = None,
         reduce: Callable[[Tensor], Tensor] | None = None,
+        at: int = -1,
     ) -> Tensor:
         """Last-position logits ``[n, V]`` of every (patch, sample) variant.
 
         ``samples`` gives each patch's corrupted run (noise sample index; 0 in pairs mode);
         None runs every patch on every sample and returns ``[S, n, V]``. ``reduce`` maps each
         batch's logits ``[b, V]`` to ``[b, k]`` (e.g. the two answers' logits), so a big sweep
-        never holds ``n x V`` logits at once.
+        never holds ``n x V`` logits at once. ``at`` reads the logits at another position
+        (tests use it: a patch never changes earlier positions).
         """
         if samples is None:
             n = len(patches)
@@ -278,6 +280,7 @@ class Patcher:
                 patches * self.n_samples,
                 [s for s in range(self.n_samples) for _ in range(n)],
                 reduce,
+                at,
             )
             return flat.view(self.n_samples, n, -1)
         if len(samples) != len(patches):
@@ -290,9 +293,12 @@ class Patcher:
                     f"sample {s} does not exist ({self.n_samples} corrupted runs)",
                     fix=f"use 0..{self.n_samples - 1}",
                 )
+        T = len(self.clean_ids)
+        if not -T <= at < T:
+            raise LensLabError(f"position {at} is outside the {T}-token prompt", fix="use -1")
         reduce = reduce or (lambda logits: logits)
         run = self._run_suffix if self.runner == "suffix" else self._run_full
-        parts = list(run(patches, samples, reduce))
+        parts = list(run(patches, samples, reduce, at))
         out = torch.empty(len(patches), parts[0][1].shape[-1], dtype=parts[0][1].dtype)
         for rows, values in parts:
             out[rows] = values.cpu()
@@ -359,7 +365,7 @@ class Patcher:
             yield
 
     @torch.no_grad()
-    def _run_suffix(self, patches: list[Patch], samples: list[int], reduce) -> Iterator[tuple]:
+    def _run_suffix(self, patches: list[Patch], samples: list[int], reduce, at) -> Iterator[tuple]:
         starts = [p.start(self.L) for p in patches]
         order = sorted(range(len(patches)), key=lambda k: starts[k])
         for c in range(0, len(order), self.batch_size):
@@ -377,10 +383,10 @@ class Patcher:
                     h = _or(self._restore(("resid", j - 1), index, h), h)
                     if j < self.L:
                         h = self._block(j, h)
-            yield chunk, reduce(self.adapter.decode(h[:, -1]))
+            yield chunk, reduce(self.adapter.decode(h[:, at]))
 
     @torch.no_grad()
-    def _run_full(self, patches: list[Patch], samples: list[int], reduce) -> Iterator[tuple]:
+    def _run_full(self, patches: list[Patch], samples: list[int], reduce, at) -> Iterator[tuple]:
         ad = self.adapter
         for c in range(0, len(patches), self.batch_size):
             rows = list(range(c, min(c + self.batch_size, len(patches))))
@@ -394,7 +400,7 @@ class Patcher:
                     fn = partial(self._restore, ("resid", j), index)
                     stack.enter_context(_hook(ad.blocks[j], fn))
                 logits = ad.model(input_ids=ids, use_cache=False).logits
-            yield rows, reduce(logits[:, -1])
+            yield rows, reduce(logits[:, at])
 
 
 def _or(value: Tensor | None, default: Tensor) -> Tensor:
