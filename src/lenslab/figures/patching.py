@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
 from lenslab.patching.metrics import CATEGORIES, METRICS, category_means  # noqa: E402
@@ -170,8 +171,10 @@ def plot_categories(
         ax.set_title(f"{KIND_NAME[kind]}{win}", fontsize=9)
         ax.set_xlabel("layer (block index)")
         ax.set_ylabel(metric)
-    axes[0, -1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     caption = (
         f"Average causal effect by token category for model {model}: {METRIC_NAME[metric]} "
         f"after restoring one clean state, per layer. Each prompt contributes the mean over its "

@@ -1,0 +1,18 @@
+"""Rule figure_F13: causal-tracing heatmaps (F13) and token-category curves (F13b)."""
+
+from lenslab.figures.patching import plot_categories, plot_heatmaps
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+
+table = read_parquet(snakemake.input.table)
+opts = snakemake.params.options
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+metric = opts.get("metric", "norm_ld")
+window = opts.get("window")
+fig, caption = plot_heatmaps(
+    table, metric, window, opts.get("prompt_ids"), opts.get("max_prompts", 2), model
+)
+save_figure(fig, snakemake.output.heatmap, f"F13 causal tracing, {model}, {prompts}", caption)
+fig, caption = plot_categories(table, metric, window, model)
+title = f"F13b causal effect by token category, {model}, {prompts}"
+save_figure(fig, snakemake.output.categories, title, caption)
