@@ -155,13 +155,25 @@ def test_patch_never_changes_earlier_positions(gpt2: ModelAdapter) -> None:
 
 
 def test_identical_prefix_positions_change_nothing(gpt2: ModelAdapter) -> None:
-    """Positions before the first differing token hold identical states: restoring is a no-op."""
+    """Positions before the first corrupted token hold identical states: restoring is a no-op.
+    The runner shows it; the sweep relies on it and does not run those cells."""
+    L = gpt2.n_layers
+    prefix = [
+        Patch(k, (layer,), (t,))
+        for k in ("resid", "attn", "mlp")
+        for layer in range(L)
+        for t in (0, 1)
+    ]
+    for corruption in ({"corrupt_ids": CORRUPT}, {"noise": _noise(gpt2)}):
+        patcher = Patcher(gpt2, CLEAN, **corruption)
+        got = patcher.run(prefix)  # [S, n, V]
+        corrupt = torch.stack([t.logits for t in patcher.corrupt])[:, None]
+        torch.testing.assert_close(got, corrupt.expand_as(got), rtol=0, atol=1e-6)
     table = run_patching(
         gpt2, PROMPT_SET, parse_config({"mode": "pairs", "window": 2}), progress=False
     )
-    prefix = table[(table["position"] < 2) & (table["metric"] != "norm_ld")]
-    assert len(prefix) > 0
-    np.testing.assert_allclose(prefix["value"], prefix["corrupt_value"], rtol=0, atol=1e-6)
+    before = table[(table["position"] < 2) & (table["metric"] != "norm_ld")]
+    np.testing.assert_array_equal(before["value"], before["corrupt_value"])
     later = table[(table["position"] >= 2) & (table["metric"] == "logit_diff")]
     assert (later["value"] - later["corrupt_value"]).abs().max() > 1e-4
 
@@ -269,6 +281,27 @@ def test_sweep_table_rows_and_invariants(gpt2: ModelAdapter) -> None:
     prob = table[table["metric"] == "prob"]
     assert prob["value"].between(0, 1).all()
     assert (table.loc[table["is_subject"], "position"] >= 2).all()
+
+
+def test_sweep_rows_equal_naive_patches(gpt2: ModelAdapter) -> None:
+    """Row labels (kind, layer, window, position) match what was patched: recompute rows."""
+    table = run_patching(
+        gpt2, PROMPT_SET, parse_config({"mode": "pairs", "window": 2}), progress=False
+    )
+    tok = gpt2.tokenizer
+    clean_id, corrupt_id = tok.convert_tokens_to_ids("w9"), tok.convert_tokens_to_ids("w10")
+    ids = {p["id"]: tok(p["text"])["input_ids"] for p in PROMPT_SET["prompts"]}
+    clean = clean_states(gpt2, torch.tensor(ids["a"]))
+    rows = table[(table["metric"] == "logit_diff") & (table["position"] >= 2)]
+    for _, row in rows.sample(12, random_state=0).iterrows():
+        width = int(row["window"])
+        patch = Patch(
+            row["kind"],
+            window_layers(int(row["layer"]), width, gpt2.n_layers),
+            (int(row["position"]),),
+        )
+        logits = naive_patch(gpt2, clean, torch.tensor(ids["b"]), patch).double()
+        assert row["value"] == pytest.approx(float(logits[clean_id] - logits[corrupt_id]), abs=1e-5)
 
 
 def test_sweep_cells_count() -> None:

@@ -283,6 +283,8 @@ class Patcher:
                 at,
             )
             return flat.view(self.n_samples, n, -1)
+        if not patches:
+            return torch.empty(0, 0)
         if len(samples) != len(patches):
             raise LensLabError("one sample index per patch is needed", fix="pass equal lengths")
         for p in patches:

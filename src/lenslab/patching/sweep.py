@@ -70,6 +70,19 @@ def corrupt_answer(case: Case, corrupt_logits: Tensor) -> int:
     return int(probs.argmax())
 
 
+def first_corrupted(case: Case) -> int:
+    """The first position whose input the corruption changes (token or embedding noise)."""
+    if case.noise is not None:
+        changed = case.noise.abs().amax(dim=(0, 2)) > 0
+        return int(changed.nonzero()[0]) if bool(changed.any()) else len(case.clean_ids)
+    differ = [
+        i
+        for i, (a, b) in enumerate(zip(case.clean_ids, case.corrupt_ids or [], strict=True))
+        if a != b
+    ]
+    return differ[0] if differ else len(case.clean_ids)
+
+
 def _answer_scores(logits: Tensor, clean_id: int, corrupt_id: int) -> Tensor:
     """[..., V] logits -> [..., 2]: (probability of the clean answer, logit difference)."""
     logits = logits.double()
@@ -93,8 +106,14 @@ def patch_case(adapter: ModelAdapter, case: Case, cfg: PatchingConfig) -> pd.Dat
     clean = _answer_scores(patcher.clean.logits, case.clean_answer, wrong)  # [2]
     base = _answer_scores(corrupt_logits, case.clean_answer, wrong).mean(0)  # [2]
     cells = sweep_cells(adapter.n_layers, len(case.clean_ids), cfg.kinds, cfg.windows)
-    scored = patcher.run(
-        [c.patch for c in cells],
+    # Before the first corrupted position the clean and corrupt runs are the same computation
+    # (causal attention), so restoring a state there is the corrupted run itself: not run.
+    first = first_corrupted(case)
+    todo = [k for k, c in enumerate(cells) if c.position >= first]
+    scored = torch.empty(patcher.n_samples, len(cells), 2, dtype=torch.float64)
+    scored[:] = _answer_scores(corrupt_logits, case.clean_answer, wrong)[:, None]
+    scored[:, todo] = patcher.run(
+        [cells[k].patch for k in todo],
         reduce=lambda logits: _answer_scores(logits, case.clean_answer, wrong),
     )  # [S, n, 2]
     mean, std = scored.mean(0), scored.std(0, correction=0)
