@@ -111,7 +111,7 @@ def patch_case(adapter: ModelAdapter, case: Case, cfg: PatchingConfig) -> pd.Dat
     first = first_corrupted(case)
     todo = [k for k, c in enumerate(cells) if c.position >= first]
     scored = torch.empty(patcher.n_samples, len(cells), 2, dtype=torch.float64)
-    scored[:] = _answer_scores(corrupt_logits, case.clean_answer, wrong)[:, None]
+    scored[:] = _answer_scores(corrupt_logits, case.clean_answer, wrong).cpu()[:, None]
     scored[:, todo] = patcher.run(
         [cells[k].patch for k in todo],
         reduce=lambda logits: _answer_scores(logits, case.clean_answer, wrong),
