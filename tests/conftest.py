@@ -15,7 +15,8 @@ from lenslab.models.tiny import TINY_CONFIGS, build_tiny, tiny_tokenizer
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = sorted(TINY_CONFIGS)
 
-torch.set_num_threads(2)
+# One thread: the test tensors are tiny, and extra threads only spin-wait on a shared machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
