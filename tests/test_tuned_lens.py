@@ -408,3 +408,39 @@ def test_tuned_lens_beats_logit_lens_on_the_embedded_model(request):
     ce = table[(table.metric == "ce") & (table.unit == "bits_per_byte")]
     ce = ce.pivot(index="layer", columns="lens", values="value")
     assert (ce.tuned[:last] < ce.logit[:last]).all(), ce
+
+
+# -- figures ---------------------------------------------------------------------------------
+def test_figures_are_written_with_their_conventions(tmp_path, peaky):
+    from lenslab.figures.save import save_figure
+    from lenslab.figures.tuned_lens import (
+        f7_caption,
+        f7_options,
+        f8_caption,
+        plot_f7,
+        plot_f8,
+        trajectory,
+    )
+
+    lens = _randomise(TunedLens(peaky))
+    windows = _windows(4)
+    metrics = evaluate_lenses(peaky, {"logit": LogitLens(peaky), "tuned": lens}, windows, FAST)
+    _, resid = peaky.run_with_resid(windows[:1])
+    layers = list(range(peaky.n_layers + 1))
+    traj = trajectory(lens, resid[:, 0], peaky.tokenizer, layers)
+    assert traj.prob.shape == (4, 16) and ((traj.prob > 0) & (traj.prob <= 1)).all()
+    logq = torch.log_softmax(lens.logits(resid[1, 0, 5], 1), -1)
+    assert traj.top1[1][5] == peaky.tokenizer.decode([int(logq.argmax())])
+    opts = f7_options({"prompt": "a"})
+    fig = plot_f7(trajectory(LogitLens(peaky), resid[:, 0], peaky.tokenizer, layers), traj,
+                  [f"t{i}" for i in range(16)], metrics, opts["colour"], opts["unit"])  # fmt: skip
+    caption = f7_caption(True, "w1 w2", opts["colour"], opts["unit"], metrics)
+    save_figure(fig, tmp_path / "F7_tiny_x.png", "F7", caption)
+    assert "trained to match the model's final output" in caption and "95%" in caption
+    drift = drift_table(peaky, lens, windows, FAST)
+    save_figure(plot_f8(drift), tmp_path / "F8_tiny_x.png", "F8", f8_caption(drift))
+    for name in ("F7_tiny_x", "F8_tiny_x"):
+        for ext in ("png", "svg", "json"):
+            assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
+    with pytest.raises(LensLabError, match="unknown F7 option"):
+        f7_options({"colour_by": "prob"})

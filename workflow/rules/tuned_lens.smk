@@ -1,1 +1,87 @@
-# Rules of the tuned_lens stage.
+# Tuned lens (F7, F8): train per model, evaluate against the logit lens on held-out text, draw.
+# Settings: the `tuned_lens:` block (conf/tuned_lens/default.yaml). Outputs in
+# results/tuned_lens/{model}/: params.pt + config.json (the tuned-lens package's format, read by
+# lenslab.lenses.registry for lens "tuned"), train_metrics.parquet, eval.parquet, drift.parquet.
+
+TUNED = "results/tuned_lens/{model}"
+
+
+def tuned_option(fid):
+    return to_plain(CFG.study.figures.get(fid, {}).get("options", {}))
+
+
+rule train_tuned_lens:
+    input:
+        unpack(model_input),
+        code=lib("lenses", "models", "embedded"),
+    output:
+        params=f"{TUNED}/params.pt",
+        config=f"{TUNED}/config.json",
+        metrics=f"{TUNED}/train_metrics.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        tuned=stage_cfg("tuned_lens"),
+    threads: 2
+    log:
+        "results/logs/train_tuned_lens/{model}.log",
+    script:
+        "../../scripts/train_tuned_lens.py"
+
+
+rule eval_tuned_lens:
+    input:
+        unpack(model_input),
+        params=rules.train_tuned_lens.output.params,
+        config=rules.train_tuned_lens.output.config,
+        code=lib("lenses", "models", "embedded"),
+    output:
+        eval=f"{TUNED}/eval.parquet",
+        drift=f"{TUNED}/drift.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        tuned=stage_cfg("tuned_lens"),
+    threads: 2
+    log:
+        "results/logs/eval_tuned_lens/{model}.log",
+    script:
+        "../../scripts/eval_tuned_lens.py"
+
+
+rule figure_F7:
+    input:
+        unpack(model_input),
+        params=rules.train_tuned_lens.output.params,
+        config=rules.train_tuned_lens.output.config,
+        eval=rules.eval_tuned_lens.output.eval,
+        acts="results/activations/{model}/{prompts}/resid.safetensors",
+        code=lib("lenses", "models", "figures/tuned_lens", "figures/save"),
+    output:
+        png="results/figures/F7_{model}_{prompts}.png",
+        svg="results/figures/F7_{model}_{prompts}.svg",
+        caption="results/figures/F7_{model}_{prompts}.json",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        options=tuned_option("F7"),
+    script:
+        "../../scripts/figure_tuned_lens.py"
+
+
+rule figure_F8:
+    input:
+        drift=rules.eval_tuned_lens.output.drift,
+        code=lib("figures/tuned_lens", "figures/save"),
+    output:
+        png="results/figures/F8_{model}_{prompts}.png",
+        svg="results/figures/F8_{model}_{prompts}.svg",
+        caption="results/figures/F8_{model}_{prompts}.json",
+    params:
+        options=tuned_option("F8"),
+    script:
+        "../../scripts/figure_tuned_lens.py"
+
+
+register_figure("F7", lambda m, p: figure_files("F7", m, p))
+register_figure("F8", lambda m, p: figure_files("F8", m, p))

@@ -50,7 +50,7 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class TextSettings:
-    source: str = "auto"  # auto: embedded for the embedded model, else file
+    source: str = "auto"  # auto: embedded for embedded models (settings known), else file
     path: str | None = None  # .txt (a document per line), .jsonl, or a prompt-set .yaml
     field: str = "text"  # the text field of .jsonl records
     lines: int = 4000  # embedded: held-out lines drawn (training + evaluation)
@@ -171,12 +171,18 @@ def _read_file(path: str, field_name: str) -> list[str]:
     return [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _embedded_settings(model_cfg: Mapping[str, Any], model_path: str | Path | None) -> Any:
+def _find_embedded_settings(model_cfg: Mapping[str, Any], model_path: str | Path | None) -> Any:
+    """The embedded settings of the config, else of the model dir's metrics.json, else None."""
     settings = model_cfg.get("embedded")
     if settings is None and model_path is not None:
         metrics = Path(model_path) / "metrics.json"  # written by the embedded trainer
         if metrics.is_file():
             settings = json.loads(metrics.read_text()).get("settings")
+    return settings
+
+
+def _embedded_settings(model_cfg: Mapping[str, Any], model_path: str | Path | None) -> Any:
+    settings = _find_embedded_settings(model_cfg, model_path)
     if settings is None:
         raise LensLabError(
             f"model {model_cfg.get('name')!r}: no embedded settings for held-out text",
@@ -195,8 +201,10 @@ def load_documents(
     if split not in ("train", "eval"):
         raise LensLabError(f"split {split!r}", fix="use 'train' or 'eval'")
     source = text.source
-    if source == "auto":
-        source = "embedded" if model_cfg.get("source") == "embedded" else "file"
+    if source == "auto":  # embedded models, also one loaded from a directory, use world text
+        embedded = model_cfg.get("source") == "embedded"
+        embedded = embedded or _find_embedded_settings(model_cfg, model_path) is not None
+        source = "embedded" if embedded else "file"
     if source == "embedded":
         from lenslab.embedded.corpus import heldout_text
 
