@@ -8,8 +8,22 @@ from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
 from lenslab.lenses.logit import LogitLens
 from lenslab.models.adapter import ModelAdapter
+from lenslab.stats.config import LENS_NAMES
 
-LENS_NAMES = ("logit", "logit_noaffine", "tuned")
+__all__ = ["LENS_NAMES", "build_lens", "lens_caption"]
+# Caption text per lens name, for figures drawn from tables (no model at hand).
+CAPTIONS = {
+    "logit": "logit lens, decoded with the full final norm (with its affine)",
+    "logit_noaffine": "logit lens, decoded with the final norm's normalisation only (no affine, "
+    "as the 2020 post)",
+    "tuned": "tuned lens (a learned affine translator per layer, then the full final norm and "
+    "unembedding)",
+}
+
+
+def lens_caption(name: str) -> str:
+    """One line for captions describing the lens called ``name``."""
+    return CAPTIONS.get(name, f"{name} lens")
 
 
 def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = None) -> Lens:

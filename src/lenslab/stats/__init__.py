@@ -1,19 +1,29 @@
-"""Statistics of lenses: streamed per-(layer, position) tables and their aggregates."""
+"""Statistics of lenses: streamed per-(layer, position) tables and their aggregates.
 
-from lenslab.stats.lens_stats import (
-    LensConfig,
-    PromptStats,
-    apply_lens,
-    parse_lens_config,
-    prompt_stats,
-    stats_frames,
-)
+Names are imported lazily, so ``lenslab.stats.config`` (used when Snakemake parses the rules)
+does not pull in torch.
+"""
 
-__all__ = [
-    "LensConfig",
-    "PromptStats",
-    "apply_lens",
-    "parse_lens_config",
-    "prompt_stats",
-    "stats_frames",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "LensConfig": "lenslab.stats.config",
+    "parse_lens_config": "lenslab.stats.config",
+    "PromptStats": "lenslab.stats.lens_stats",
+    "apply_lens": "lenslab.stats.lens_stats",
+    "prompt_stats": "lenslab.stats.lens_stats",
+    "stats_frames": "lenslab.stats.lens_stats",
+    "layer_means": "lenslab.stats.aggregate",
+    "compare_lenses": "lenslab.stats.aggregate",
+    "target_means": "lenslab.stats.aggregate",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lenslab.stats' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

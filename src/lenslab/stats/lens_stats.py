@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,71 +42,15 @@ from lenslab.extract import Activations
 from lenslab.lenses.base import Lens
 from lenslab.lenses.logit import LogitLens
 from lenslab.prompts import EncodedPrompt
+from lenslab.stats.config import LensConfig, parse_lens_config
 
-COMPILE_MODES = ("auto", "on", "off")
+__all__ = [
+    "LensConfig", "PromptStats", "apply_lens", "parse_lens_config", "prompt_stats", "stats_frames",
+]  # fmt: skip
+
 # The fused (torch.compile) reduction pays off only for real vocabularies; tiny test vocabularies
 # stay eager, so unit tests never wait for a compiler.
 COMPILE_MIN_VOCAB = 8192
-KL_CONVENTION = (
-    "natural log (nats); KL(final||layer) with final = the model's own output distribution"
-)
-
-
-@dataclass(frozen=True)
-class LensConfig:
-    """The ``lens:`` block (conf/lens/default.yaml): which lenses, how to stream, figure caps."""
-
-    lenses: list[str] = field(default_factory=lambda: ["logit"])
-    topk: int = 5
-    chunk_layers: int = 4
-    chunk_positions: int = 512
-    clip_probs: bool = False
-    compile: str = "auto"  # fused reductions through torch.compile: auto | on | off
-    layers: list[int] | None = None  # residual states to compute (None: all, 0..L)
-    kl_cap: float = 10.0  # figure colour cap for KL (nats); the original used 30 for GPT-2 XL
-    rank_cap: int = 1000  # figure colour floor for ranks (capped at the vocabulary size)
-    ci: str = "normal"  # confidence intervals of per-layer means: normal | bootstrap
-    n_boot: int = 1000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("topk", "chunk_layers", "chunk_positions", "rank_cap", "n_boot"):
-            if int(getattr(self, key)) < 1:
-                raise LensLabError(f"lens.{key}={getattr(self, key)} must be >= 1", fix="raise it")
-        if self.compile not in COMPILE_MODES:
-            raise LensLabError(
-                f"lens.compile={self.compile!r} is unknown", fix=f"use one of {COMPILE_MODES}"
-            )
-        if self.ci not in ("normal", "bootstrap"):
-            raise LensLabError(f"lens.ci={self.ci!r} is unknown", fix="use normal or bootstrap")
-        if not self.lenses:
-            raise LensLabError("lens.lenses is empty", fix="name at least one lens, e.g. [logit]")
-
-    @property
-    def clip_text(self) -> str:
-        return (
-            "probabilities clipped at 1/(10V) inside KL terms"
-            if self.clip_probs
-            else "no probability clipping"
-        )
-
-
-def parse_lens_config(block: Any) -> LensConfig:
-    """Validate the ``lens:`` config block; an unknown key names the valid ones."""
-    block = dict(block or {})
-    names = [f.name for f in fields(LensConfig)]
-    unknown = sorted(set(block) - set(names))
-    if unknown:
-        raise LensLabError(f"unknown lens setting(s) {unknown}", fix=f"use only {names}")
-    if block.get("lenses") is not None:
-        block["lenses"] = list(block["lenses"])
-    if block.get("layers") is not None:
-        block["layers"] = [int(x) for x in block["layers"]]
-    return LensConfig(**block)
-
-
-def config_dict(cfg: LensConfig) -> dict[str, Any]:
-    return asdict(cfg)
 
 
 # -- the reduction over the vocabulary ---------------------------------------------------------
@@ -214,6 +158,7 @@ class PromptStats:
     arrays: dict[str, np.ndarray]
     final_top1: np.ndarray  # [T]
     track_ids: list[int]
+    vocab_size: int
 
 
 def _decodes_like_model(lens: Lens) -> bool:
@@ -350,7 +295,7 @@ def prompt_stats(
     last = out["rank_next"].shape[1] - 1  # no true next token after the last position
     for key in ("rank_next", "logit_next"):
         out[key][:, last] = np.nan
-    return PromptStats(layers, out, final_top1, [int(i) for i in track_ids])
+    return PromptStats(layers, out, final_top1, [int(i) for i in track_ids], vocab)
 
 
 def _allocate(n_rows: int, n_pos: int, k: int, m: int) -> dict[str, np.ndarray]:
@@ -467,6 +412,7 @@ def stats_frames(
             "next_token_id": np.tile(nxt, n_rows),
             "next_token": np.tile([decode(i) if i >= 0 else "" for i in nxt], n_rows),
             "final_top1_id": np.tile(stats.final_top1, n_rows),
+            "vocab_size": stats.vocab_size,
         }
     )
     for j in range(a["top_ids"].shape[-1]):
