@@ -287,3 +287,38 @@ def test_layer_means_and_lens_comparison():
     assert set(zip(d.lens_a, d.lens_b, strict=True)) == {("logit", "tuned")}
     np.testing.assert_allclose(d["mean_diff"], 0.5)
     assert compare_lenses(a).empty
+
+
+def test_tuned_lens_drops_in(tmp_path):
+    from lenslab.lenses.tuned import TunedLens
+
+    adapter = _adapter("llama")
+    ids, _, resid = _run(adapter)
+    TunedLens(adapter).save(tmp_path)  # untrained: the identity, i.e. the logit lens
+    tuned = build_lens("tuned", adapter, tmp_path)
+    logit = prompt_stats(LogitLens(adapter), resid, ids).arrays
+    same = prompt_stats(tuned, resid, ids).arrays
+    for key in ("kl_final", "kl_input", "rank_final_top1", "cos_final"):
+        np.testing.assert_allclose(same[key], logit[key], atol=1e-5, err_msg=key)
+    with torch.no_grad():  # a trained-looking lens: statistics still follow their definitions
+        for translator in tuned.layer_translators:
+            translator.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(1))
+    moved = prompt_stats(tuned, resid, ids, LensConfig(chunk_layers=2)).arrays
+    ref = _brute(adapter, resid, ids, tuned)
+    for key in ("kl_final", "kl_input", "rev_kl_final", "js_final", "entropy"):
+        np.testing.assert_allclose(moved[key], ref[key].numpy(), atol=2e-5, rtol=1e-4, err_msg=key)
+    np.testing.assert_array_equal(moved["rank_final_top1"], ref["rank_final_top1"].numpy())
+    assert np.abs(moved["kl_final"][:-1] - logit["kl_final"][:-1]).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_compiled_reduction_equals_eager():
+    """The torch.compile path (used for real vocabularies) against the eager one."""
+    adapter = _adapter("gpt2", vocab_size=300)
+    ids, _, resid = _run(adapter, "w1 w5 w9 w2 w5 w7 w3")
+    lens = LogitLens(adapter)
+    for clip in (False, True):
+        eager = prompt_stats(lens, resid, ids, LensConfig(compile="off", clip_probs=clip), [5])
+        fused = prompt_stats(lens, resid, ids, LensConfig(compile="on", clip_probs=clip), [5])
+        for key, value in eager.arrays.items():
+            np.testing.assert_allclose(fused.arrays[key], value, atol=2e-5, rtol=1e-4, err_msg=key)

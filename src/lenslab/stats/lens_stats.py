@@ -121,8 +121,10 @@ def _fused(fn: Callable, mode: str, vocab: int, *args) -> Any:
     """
     if mode == "off" or (mode == "auto" and vocab < COMPILE_MIN_VOCAB):
         return fn(*args)
-    compiled = _COMPILED.setdefault(fn, torch.compile(fn, dynamic=True))
-    if compiled is fn:
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True)  # compiled once per process, then cached
+    compiled = _COMPILED[fn]
+    if compiled is fn:  # an earlier compiler failure under `auto`
         return fn(*args)
     try:
         return compiled(*args)
@@ -251,7 +253,7 @@ def prompt_stats(
     adapter = lens.adapter
     _check_inputs(lens, resid, input_ids)
     layers = _layer_list(lens, cfg.layers)
-    n_layers, n_pos = adapter.n_layers, resid.shape[1]
+    n_pos = resid.shape[1]
     vocab = adapter.vocab_size
     input_ids = input_ids.long().cpu()
     _check_ids(input_ids.tolist(), vocab, "input token")
@@ -259,43 +261,60 @@ def prompt_stats(
     if cfg.topk > vocab:
         raise LensLabError(f"lens.topk={cfg.topk} exceeds the vocabulary ({vocab})", fix="lower it")
     row = {layer: i for i, layer in enumerate(layers)}
-    m = len(RANKED) + len(track_ids)
-    out = _allocate(len(layers), n_pos, cfg.topk, m)
+    out = _allocate(len(layers), n_pos, cfg.topk, len(RANKED) + len(track_ids))
     final_top1 = np.zeros(n_pos, dtype=np.int64)
     nxt = torch.cat([input_ids[1:], input_ids[-1:]])  # last position has no next token
-    # The logit lens at layer L *is* the model's output: reuse it, one matmul fewer per chunk.
-    reuse_last = _decodes_like_model(lens)
+    extra = torch.tensor(list(track_ids), dtype=torch.long)
     for p0 in range(0, n_pos, cfg.chunk_positions):
         pos = slice(p0, min(n_pos, p0 + cfg.chunk_positions))
-        h = resid[:, pos].to(adapter.device)
-        final = (
-            final_logits[pos].to(adapter.device).float()
-            if final_logits is not None
-            else adapter.decode(h[n_layers]).float()
+        final = final_logits[pos] if final_logits is not None else None
+        ranked = torch.cat(
+            [nxt[pos, None], input_ids[pos, None], extra.expand(pos.stop - pos.start, -1)], -1
         )
-        x0, s0 = _chunk_logits(lens, h[:1], [0])
-        refs = _fused(_references, cfg.compile, vocab, final, x0[0].float(), cfg.clip_probs)
-        top1 = final.argmax(-1)
-        final_top1[pos] = top1.cpu().numpy()
-        ids = torch.stack([top1, nxt[pos].to(top1.device), input_ids[pos].to(top1.device)], -1)
-        if track_ids:
-            extra = torch.tensor(list(track_ids), device=top1.device)
-            ids = torch.cat([ids, extra.expand(ids.shape[0], -1)], -1)
-        ctx = _Chunk(cfg, out, row, pos, refs, ids, h[n_layers], vocab)
-        if 0 in row:
-            ctx.fill([0], x0, s0)
-        todo = [layer for layer in layers if layer != 0 and not (reuse_last and layer == n_layers)]
+        ctx = _position_chunk(lens, cfg, resid[:, pos], final, ranked, out, row, pos)
+        final_top1[pos] = ctx.ids[:, 0].cpu().numpy()
+        todo = [layer for layer in layers if layer not in (0, ctx.reused_last)]
         for c0 in range(0, len(todo), cfg.chunk_layers):
             chunk = todo[c0 : c0 + cfg.chunk_layers]
-            x, states = _chunk_logits(lens, h[chunk], chunk)
+            x, states = _chunk_logits(lens, ctx.h[chunk], chunk)
             ctx.fill(chunk, x, states)
             del x, states  # free the chunk before the next one is decoded
-        if reuse_last and n_layers in row:
-            ctx.fill([n_layers], final[None], h[n_layers][None])
-    last = out["rank_next"].shape[1] - 1  # no true next token after the last position
+        del ctx
+    last = n_pos - 1  # no true next token after the last position
     for key in ("rank_next", "logit_next"):
         out[key][:, last] = np.nan
     return PromptStats(layers, out, final_top1, [int(i) for i in track_ids], vocab)
+
+
+def _position_chunk(
+    lens: Lens,
+    cfg: LensConfig,
+    h: Tensor,
+    final: Tensor | None,
+    ranked: Tensor,
+    out: dict[str, np.ndarray],
+    row: dict[int, int],
+    pos: slice,
+) -> _Chunk:
+    """References of one position chunk (final and input distributions); fills layer 0, and
+    layer L when the lens at L is the model's output (one matmul fewer)."""
+    adapter = lens.adapter
+    n_layers = adapter.n_layers
+    h = h.to(adapter.device)
+    final = (final if final is not None else adapter.decode(h[n_layers])).to(adapter.device)
+    final = final.float()
+    x0, s0 = _chunk_logits(lens, h[:1], [0])
+    vocab = adapter.vocab_size
+    refs = _fused(_references, cfg.compile, vocab, final, x0[0].float(), cfg.clip_probs)
+    top1 = final.argmax(-1)
+    ids = torch.cat([top1[:, None], ranked.to(top1.device)], -1)  # final top-1, next, input, ...
+    reused = n_layers if _decodes_like_model(lens) else None
+    ctx = _Chunk(cfg, out, row, pos, refs, ids, h, vocab, reused)
+    if 0 in row:
+        ctx.fill([0], x0, s0)
+    if reused is not None and reused in row:
+        ctx.fill([n_layers], final[None], h[n_layers][None])
+    return ctx
 
 
 def _allocate(n_rows: int, n_pos: int, k: int, m: int) -> dict[str, np.ndarray]:
@@ -318,9 +337,10 @@ class _Chunk:
     row: dict[int, int]
     pos: slice
     refs: tuple
-    ids: Tensor
-    h_final: Tensor
+    ids: Tensor  # [T, m] ranked tokens: final top-1, next, input, tracked
+    h: Tensor  # [L+1, T, D] residual states of the chunk
     vocab: int
+    reused_last: int | None  # L when layer L was filled from the model's own logits
 
     def fill(self, layers: Sequence[int], x: Tensor, states: Tensor) -> None:
         x = x.float()
@@ -335,7 +355,7 @@ class _Chunk:
         lse, entropy, kl_f, kl_in, rev, js, mse, ranks, thr = (
             torch.stack(r).double().cpu() for r in zip(*per_layer, strict=True)
         )
-        cos = _cosine(states.float(), self.h_final.float())
+        cos = _cosine(states.float(), self.h[-1].float())
         rows = [self.row[layer] for layer in layers]
         o, p = self.out, self.pos
         o["lse"][rows, p] = lse.numpy()
