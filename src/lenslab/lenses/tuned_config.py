@@ -29,7 +29,7 @@ SOURCES = ("auto", "embedded", "file")
 @dataclass(frozen=True)
 class TrainSettings:
     steps: int = 250
-    tokens_per_step: int = 8192  # the reference uses 2**18
+    tokens_per_step: int = 2048  # the reference uses 2**18
     seq_len: int = 64
     micro_batch: int = 32  # windows per forward pass; a step accumulates over several
     lr_scale: float = 1.0  # SGD lr = lr_scale * (1 - momentum), as in tuned-lens
@@ -42,6 +42,9 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every: int = 25  # 0: no checkpoints
     threads: int = 2
+    # Keep the training text's residual streams in memory when they fit (MB; 0: never) and
+    # the run reads the text more than once: one forward pass per window instead of per epoch.
+    cache_mb: int = 1024
 
     @property
     def windows_per_step(self) -> int:
@@ -126,6 +129,7 @@ def parse_settings(block: Mapping[str, Any] | None) -> TunedLensSettings:
         (t.lr_scale > 0 and 0 <= t.momentum < 1, "train.lr_scale > 0 and 0 <= momentum < 1"),
         (0 <= t.warmup_steps < t.steps, "0 <= train.warmup_steps < train.steps"),
         (t.checkpoint_every >= 0 and t.threads >= 1, "checkpoint_every >= 0, threads >= 1"),
+        (t.cache_mb >= 0, "train.cache_mb >= 0"),
         (s.text.source in SOURCES, f"text.source in {SOURCES}"),
         (0 < s.text.eval_fraction < 1, "0 < text.eval_fraction < 1"),
         (s.text.lines >= 2, "text.lines >= 2"),

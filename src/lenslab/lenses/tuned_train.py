@@ -7,6 +7,8 @@ lens's. Differences are in how, not what:
 
 * The base model is frozen and runs once per micro-batch under ``no_grad``; then the layers are
   visited one at a time, so only one layer's ``[tokens, vocab]`` logits exist at any moment.
+  When the training text's residual streams fit in ``cache_mb`` and the run reads the text more
+  than once, they are computed once and kept, which saves the model's forward pass per epoch.
 * The KL gradient with respect to the lens logits is ``softmax(z) - p`` (per token, over the
   token count). It is written into the logits' own buffer and pushed back through the decoder
   with ``z.backward(grad)``, which skips autograd's log-softmax graph and its extra copies.
@@ -178,6 +180,7 @@ def _train(
         history, start = [list(r) for r in state["history"]], int(state["step"])
 
     orders = _Orders(windows.shape[0], s)
+    states = _States(adapter, windows, s)
     n_layers = adapter.n_layers
     bar = tqdm(
         range(start, s.steps),
@@ -191,11 +194,11 @@ def _train(
         for group in opt.param_groups:
             group["lr"] = s.lr_scale * (1 - s.momentum) * lr_factor(step, s)
         opt.zero_grad(set_to_none=False)
-        batch = windows[orders(step)].to(adapter.device)
-        kl = _accumulate(lens, adapter, batch, s.micro_batch)
+        idx = orders(step)
+        n_tokens = len(idx) * windows.shape[1]
+        kl = _accumulate(lens, states, idx, s.micro_batch, n_tokens)
         torch.nn.utils.clip_grad_norm_(lens.parameters(), s.grad_clip)
         opt.step()
-        n_tokens = batch.numel()
         row = [step, opt.param_groups[0]["lr"], *(float(k) / n_tokens for k in kl)]
         history.append(row)
         bar.set_postfix_str("KL/layer " + " ".join(f"{v:.3f}" for v in row[2:]))
@@ -220,16 +223,46 @@ def _train(
     return lens, _history_table(history, n_layers)
 
 
-def _accumulate(lens: TunedLens, adapter: ModelAdapter, batch: Tensor, micro: int) -> list[Tensor]:
+class _States:
+    """Residual streams of training windows: cached once when they fit in ``cache_mb`` and the
+    run sees the text more than once, else recomputed per micro-batch (frozen model, no grad)."""
+
+    def __init__(self, adapter: ModelAdapter, windows: Tensor, s: TrainSettings):
+        self.adapter, self.windows, self.cache = adapter, windows, None
+        n, t = windows.shape
+        size_mb = n * (adapter.n_layers + 1) * t * adapter.d_model * 4 / 2**20
+        epochs = s.steps * s.windows_per_step / n
+        if s.cache_mb and epochs > 1 and size_mb <= s.cache_mb:
+            parts = []
+            with torch.no_grad():
+                for chunk in windows.split(s.micro_batch):
+                    parts.append(
+                        adapter.run_with_resid(chunk.to(adapter.device))[1].transpose(0, 1)
+                    )
+            self.cache = torch.cat(parts)  # [N, L+1, T, D]
+
+    @torch.no_grad()
+    def __call__(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Final logits ``[B, T, V]`` and residual stream ``[L+1, B, T, D]`` of windows ``idx``."""
+        if self.cache is None:
+            return self.adapter.run_with_resid(self.windows[idx].to(self.adapter.device))
+        resid = self.cache[idx].transpose(0, 1)
+        # decode(resid[L]) is the model's own logits (the adapter's contract)
+        return self.adapter.decode(resid[-1]), resid
+
+
+def _accumulate(
+    lens: TunedLens, states: _States, idx: Tensor, micro: int, n_tokens: int
+) -> list[Tensor]:
     """Gradients of sum_l mean_tokens KL_l for one step; returns per-layer KL sums."""
-    n_tokens = batch.numel()
-    totals = [torch.zeros(()) for _ in range(adapter.n_layers)]
-    for chunk in batch.split(micro):
+    n_layers = lens.adapter.n_layers
+    totals = [torch.zeros(()) for _ in range(n_layers)]
+    for chunk in idx.split(micro):
+        logits, resid = states(chunk)
         with torch.no_grad():
-            logits, resid = adapter.run_with_resid(chunk)
             p, neg_entropy = teacher(logits)
-            del logits
-        for layer in range(adapter.n_layers):
+        del logits
+        for layer in range(n_layers):
             totals[layer] += layer_kl_backward(
                 lens, resid[layer], layer, p, neg_entropy, 1.0 / n_tokens
             ).cpu()
