@@ -10,6 +10,9 @@ def tuned_option(fid):
     return to_plain(CFG.study.figures.get(fid, {}).get("options", {}))
 
 
+TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
+
+
 rule train_tuned_lens:
     input:
         unpack(model_input),
@@ -22,7 +25,7 @@ rule train_tuned_lens:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         tuned=stage_cfg("tuned_lens"),
-    threads: 2
+    threads: TUNED_THREADS
     log:
         "results/logs/train_tuned_lens/{model}.log",
     script:
@@ -42,7 +45,7 @@ rule eval_tuned_lens:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         tuned=stage_cfg("tuned_lens"),
-    threads: 2
+    threads: TUNED_THREADS
     log:
         "results/logs/eval_tuned_lens/{model}.log",
     script:
