@@ -254,6 +254,8 @@ def test_mean_ci_known_values():
     assert b1 == mean_ci(x, "bootstrap", n_boot=500, seed=3)
     assert 1.0 <= b1[1] < 2.5 < b1[2] <= 4.0
     assert mean_ci(np.array([5.0]), "normal") == (5.0, 5.0, 5.0)
+    rate = mean_ci(np.array([0.0, 0.0, 0.0, 1.0]), "normal", bounds=(0.0, 1.0))
+    assert rate[0] == 0.25 and rate[1] == 0.0 and rate[2] < 1.0  # the interval stays in [0, 1]
 
 
 def _toy_table(lens: str, shift: float) -> pd.DataFrame:

@@ -125,11 +125,15 @@ def make_distances(
     over.set_ylabel("distance / its maximum")
     over.set_xlabel("layer")
     over.grid(alpha=0.3)
-    over.legend(fontsize=7)
     for ax in flat[len(metrics) + 1 :]:
         ax.axis("off")
-    fig.tight_layout()
+    if len(metrics) + 1 < len(flat):  # the overlay's legend goes into the free panel
+        flat[len(metrics) + 1].legend(*over.get_legend_handles_labels(), loc="center", fontsize=8)
+    else:
+        over.legend(fontsize=7)
     title = f"Distance choice: each layer against the final output ({', '.join(lenses)} lens)"
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     caption = (
         f"Lens(es): {'; '.join(f'{n}: {lens_caption(n)}' for n in lenses)}. Per-layer means over "
         f"all positions of {n_prompts} prompt(s) with 95% {data['ci'].iloc[0]} confidence bands "

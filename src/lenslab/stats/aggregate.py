@@ -35,6 +35,24 @@ METRICS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "log10_rank_next": lambda d: np.log10(d["rank_next"]),
     "log10_rank_input": lambda d: np.log10(d["rank_input"]),
 }
+# Natural ranges: a normal interval is clipped to them (a rate cannot leave [0, 1]).
+BOUNDS: dict[str, tuple[float, float]] = {
+    "kl_final": (0.0, np.inf),
+    "kl_input": (0.0, np.inf),
+    "rev_kl_final": (0.0, np.inf),
+    "js_final": (0.0, float(np.log(2.0))),
+    "mse_logits": (0.0, np.inf),
+    "cos_final": (-1.0, 1.0),
+    "agree_top1": (0.0, 1.0),
+    "entropy": (0.0, np.inf),
+    "xent_next": (0.0, np.inf),
+    "log10_rank_final_top1": (0.0, np.inf),
+    "log10_rank_next": (0.0, np.inf),
+    "log10_rank_input": (0.0, np.inf),
+    "prob": (0.0, 1.0),
+    "top1": (0.0, 1.0),
+    "log10_rank": (0.0, np.inf),
+}
 KEYS = ["prompt_id", "position"]
 SUMMARY_COLUMNS = ["lens", "layer", "metric", "mean", "std", "n", "ci_low", "ci_high", "ci"]
 COMPARE_COLUMNS = [
@@ -44,9 +62,21 @@ COMPARE_COLUMNS = [
 
 
 def mean_ci(
-    x: np.ndarray, ci: str = "normal", n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    x: np.ndarray,
+    ci: str = "normal",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> tuple[float, float, float]:
-    """(mean, low, high) of the finite values of ``x``."""
+    """(mean, low, high) of the finite values of ``x``; the interval is clipped to ``bounds``."""
+    mean, lo, hi = _mean_ci(x, ci, n_boot, seed, level)
+    return mean, float(np.clip(lo, *bounds)), float(np.clip(hi, *bounds))
+
+
+def _mean_ci(
+    x: np.ndarray, ci: str, n_boot: int, seed: int, level: float
+) -> tuple[float, float, float]:
     x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -101,7 +131,7 @@ def layer_means(
         for (lens, layer), idx in df.groupby(["lens", "layer"], sort=True).indices.items():
             x = values[idx]
             finite = x[np.isfinite(x)]
-            mean, lo, hi = mean_ci(x, ci, n_boot, seed)
+            mean, lo, hi = mean_ci(x, ci, n_boot, seed, bounds=BOUNDS[metric])
             std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
             rows.append((lens, int(layer), metric, mean, std, int(finite.size), lo, hi, ci))
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -159,6 +189,8 @@ def target_means(
     rows = []
     for (lens, layer, role), idx in t.groupby(["lens", "layer", "role"], sort=True).indices.items():
         for metric, x in values.items():
-            mean, lo, hi = mean_ci(x[idx], ci, n_boot, seed)
+            mean, lo, hi = mean_ci(
+                x[idx], ci, n_boot, seed, bounds=BOUNDS.get(metric, (-np.inf, np.inf))
+            )
             rows.append((lens, int(layer), role, metric, mean, len(idx), lo, hi, ci))
     return pd.DataFrame(rows, columns=columns)
