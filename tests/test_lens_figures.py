@@ -36,6 +36,7 @@ from lenslab.models.tiny import build_tiny, tiny_tokenizer
 from lenslab.prompts import encode_set
 from lenslab.stats.aggregate import layer_means
 from lenslab.stats.config import LensConfig
+from lenslab.stats.lens_stats import apply_lens
 
 PROMPTS = {
     "name": "dev",
@@ -51,8 +52,6 @@ def tables():
     adapter = ModelAdapter(build_tiny("gpt2", n_layer=4), tiny_tokenizer(), name="tiny")
     prompts = encode_set(adapter.tokenizer, PROMPTS)
     acts = extract(adapter, prompts, batch_size=2, progress=False)
-    from lenslab.stats.lens_stats import apply_lens
-
     table, tracked = apply_lens(LogitLens(adapter), acts, prompts, LensConfig(), lens_name="logit")
     return table, tracked, layer_means(table)
 
