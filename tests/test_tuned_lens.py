@@ -392,13 +392,13 @@ def test_tuned_lens_beats_logit_lens_on_the_embedded_model(request):
 
     adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=model_dir)
     model_cfg = {"name": "embedded-test", "source": "embedded"}
-    text = TextSettings(lines=1500)
+    text = TextSettings(lines=1000)
     seq_len = min(64, adapter.model.config.n_positions)
     train = make_windows(adapter.tokenizer, load_documents(text, model_cfg, "train", model_dir),
                          seq_len)  # fmt: skip
     held = make_windows(adapter.tokenizer, load_documents(text, model_cfg, "eval", model_dir),
                         seq_len)  # fmt: skip
-    settings = TrainSettings(steps=60, tokens_per_step=2048, seq_len=seq_len, micro_batch=32)
+    settings = TrainSettings(steps=40, tokens_per_step=2048, seq_len=seq_len, micro_batch=32)
     lens, _ = train_tuned_lens(adapter, train, settings, progress=False)
     table = evaluate_lenses(adapter, {"logit": LogitLens(adapter), "tuned": lens}, held,
                             EvalSettings(max_windows=64, bootstrap=200))  # fmt: skip

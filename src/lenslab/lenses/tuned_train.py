@@ -10,8 +10,8 @@ lens's. Differences are in how, not what:
   When the training text's residual streams fit in ``cache_mb`` and the run reads the text more
   than once, they are computed once and kept, which saves the model's forward pass per epoch.
 * The KL gradient with respect to the lens logits is ``softmax(z) - p`` (per token, over the
-  token count). It is written into the logits' own buffer and pushed back through the decoder
-  with ``z.backward(grad)``, which skips autograd's log-softmax graph and its extra copies.
+  token count). It is formed in place in the log-softmax buffer and pushed back through the
+  decoder with ``z.backward(grad)``, which skips autograd's log-softmax/KL graph and its copies.
 * The order of training windows is a function of (seed, step), so a resumed run reads the same
   windows as an uninterrupted one; checkpoints hold lens, optimizer, step and the loss history,
   written atomically, and a run resumes from one only when settings, model and text all match.
@@ -68,7 +68,7 @@ def teacher(final_logits: Tensor) -> tuple[Tensor, Tensor]:
     """Final distribution ``p`` ``[N, V]`` and its negative entropy ``sum p log p`` ``[N]``."""
     logp = torch.log_softmax(final_logits.float().flatten(0, -2), dim=-1)
     p = logp.exp()
-    return p, (p * logp).sum(-1)
+    return p, torch.einsum("nv,nv->n", p, logp)
 
 
 def layer_kl_backward(
@@ -76,17 +76,15 @@ def layer_kl_backward(
 ) -> Tensor:
     """Sum over tokens of KL(p || lens) at ``layer``; accumulates ``scale`` x its gradient.
 
-    KL(p||q) = sum p log p - sum p z + logsumexp(z) for lens logits ``z``; its gradient with
-    respect to ``z`` is ``softmax(z) - p``.
+    With lens log-probabilities ``log q = log_softmax(z)``, KL(p||q) = sum p log p - sum p log q,
+    and its gradient with respect to the logits ``z`` is ``q - p``; it is formed in the buffer
+    of ``log q`` (one fused log-softmax, two in-place passes) instead of autograd's graph.
     """
     z = lens.logits(h.flatten(0, -2), layer).float()
     with torch.no_grad():
-        lse = torch.logsumexp(z, dim=-1)
-        kl = neg_entropy - torch.einsum("nv,nv->n", p, z) + lse
-        # The logits buffer is not saved by any backward node (the unembedding keeps its
-        # input, not its output), so it can hold the gradient; autograd would raise otherwise.
-        grad = z.detach()
-        grad.sub_(lse.unsqueeze(-1)).exp_().sub_(p).mul_(scale)
+        grad = torch.log_softmax(z, dim=-1)
+        kl = neg_entropy - torch.einsum("nv,nv->n", p, grad)
+        grad.exp_().sub_(p).mul_(scale)
     z.backward(grad)
     return kl.sum()
 
