@@ -11,12 +11,14 @@ def tuned_option(fid):
 
 
 TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
+# Library files each rule runs (editing them reruns the rule); "embedded" draws held-out text.
+TUNED_LIB = ["lenses/base", "lenses/tuned", "lenses/tuned_config", "models", "embedded"]
 
 
 rule train_tuned_lens:
     input:
         unpack(model_input),
-        code=lib("lenses", "models", "embedded"),
+        code=lib(*TUNED_LIB, "lenses/tuned_train"),
     output:
         params=f"{TUNED}/params.pt",
         config=f"{TUNED}/config.json",
@@ -37,7 +39,7 @@ rule eval_tuned_lens:
         unpack(model_input),
         params=rules.train_tuned_lens.output.params,
         config=rules.train_tuned_lens.output.config,
-        code=lib("lenses", "models", "embedded"),
+        code=lib(*TUNED_LIB, "lenses/logit", "lenses/tuned_eval"),
     output:
         eval=f"{TUNED}/eval.parquet",
         drift=f"{TUNED}/drift.parquet",
@@ -59,7 +61,7 @@ rule figure_F7:
         config=rules.train_tuned_lens.output.config,
         eval=rules.eval_tuned_lens.output.eval,
         acts="results/activations/{model}/{prompts}/resid.safetensors",
-        code=lib("lenses", "models", "figures/tuned_lens", "figures/save"),
+        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save"),
     output:
         png="results/figures/F7_{model}_{prompts}.png",
         svg="results/figures/F7_{model}_{prompts}.svg",
