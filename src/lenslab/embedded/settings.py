@@ -1,0 +1,150 @@
+"""Settings of the embedded model: world size, architecture, training budget, evaluation.
+
+``parse_settings`` turns the ``embedded:`` block of a model config into an
+:class:`EmbeddedSettings`; unknown keys and wrong types are errors that name the valid keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from lenslab.embedded import world
+
+# Relative weights of the document kinds in the training corpus.
+MIX_KEYS = (
+    "facts",
+    "two_hop",
+    "copy",
+    "repeat",
+    "descriptions",
+    "fewshot",
+    "translation",
+    "concepts",
+)
+
+
+@dataclass(frozen=True)
+class EmbeddedSettings:
+    seed: int = 0
+    # -- world ---------------------------------------------------------------------------
+    n_countries: int = len(world.COUNTRIES)  # first n of world.COUNTRIES (France, Germany first)
+    n_two_hop_heldout: int = 4  # countries whose two-hop facts are never trained
+    max_paragraph: int = 4  # sentences per fact paragraph (1..max)
+    mix: dict[str, float] = field(
+        default_factory=lambda: {
+            "facts": 0.25,
+            "two_hop": 0.1,
+            "copy": 0.2,
+            "repeat": 0.15,
+            "descriptions": 0.07,
+            "fewshot": 0.08,
+            "translation": 0.12,
+            "concepts": 0.03,
+        }
+    )
+    # -- model (GPT-2 architecture) --------------------------------------------------------
+    n_layer: int = 6
+    n_head: int = 4
+    n_embd: int = 128
+    seq_len: int = 64  # training window = n_positions
+    # -- training ----------------------------------------------------------------------------
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.01  # never on embeddings, biases or norms
+    grad_clip: float = 1.0
+    # Update an embedding row only in steps whose batch contains that token ("lazy" embeddings),
+    # so tokens never seen in training (the held-out slot words) keep their initial vectors
+    # instead of drifting together under Adam.
+    lazy_embeddings: bool = True
+    num_threads: int = 2
+    # -- evaluation --------------------------------------------------------------------------
+    eval_copy_items: int = 200
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of the full settings (defaults included) and the world data."""
+        blob = json.dumps(
+            {"settings": self.to_dict(), "world": world_fingerprint()},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def world_fingerprint() -> str:
+    return hashlib.sha256("\n".join(world.all_texts()).encode()).hexdigest()[:16]
+
+
+_TYPES = {f.name: f.type for f in fields(EmbeddedSettings)}
+
+
+def _coerce(key: str, value: Any, kind: str) -> Any:
+    bad = ValueError(f"embedded setting {key!r} must be {kind}, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    raise AssertionError(kind)
+
+
+def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
+    """Validate a mapping (e.g. a model config's ``embedded:`` block) into settings.
+
+    Raises ValueError naming unknown keys (with the valid ones) and values of the wrong type.
+    """
+    d = dict(d or {})
+    valid = sorted(_TYPES)
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown embedded setting(s) {unknown}; valid keys: {valid}")
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        kind = _TYPES[key]
+        if key == "mix":
+            if not isinstance(value, Mapping):
+                raise ValueError(f"embedded setting 'mix' must be a mapping with keys {MIX_KEYS}")
+            bad = sorted(set(value) - set(MIX_KEYS))
+            if bad:
+                raise ValueError(f"unknown mix key(s) {bad}; valid keys: {list(MIX_KEYS)}")
+            mix = EmbeddedSettings().mix | {
+                k: _coerce(f"mix.{k}", v, "float") for k, v in value.items()
+            }
+            if any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
+                raise ValueError(f"mix weights must be >= 0 and not all zero, got {mix}")
+            out[key] = mix
+        else:
+            out[key] = _coerce(key, value, kind)
+    s = EmbeddedSettings(**out)
+    checks = [
+        (2 <= s.n_countries <= len(world.COUNTRIES), f"n_countries in 2..{len(world.COUNTRIES)}"),
+        (0 <= s.n_two_hop_heldout <= s.n_countries - 2, "0 <= n_two_hop_heldout <= n_countries-2"),
+        (s.max_paragraph >= 1, "max_paragraph >= 1"),
+        (s.n_layer >= 1 and s.n_head >= 1, "n_layer >= 1 and n_head >= 1"),
+        (s.n_embd % s.n_head == 0, "n_embd divisible by n_head"),
+        (s.seq_len >= 48, "seq_len >= 48 (the longest documents)"),
+        (s.steps >= 1 and s.batch_size >= 1, "steps >= 1 and batch_size >= 1"),
+        (s.lr > 0 and 0 <= s.min_lr_frac <= 1, "lr > 0 and 0 <= min_lr_frac <= 1"),
+        (s.num_threads >= 1, "num_threads >= 1"),
+        (s.eval_copy_items >= 1, "eval_copy_items >= 1"),
+    ]
+    for ok, rule in checks:
+        if not ok:
+            raise ValueError(f"invalid embedded settings: need {rule}")
+    return s

