@@ -17,8 +17,8 @@ def test_every_study_composes_and_validates():
 
 def test_every_model_config_validates():
     for name in available("model"):
-        cfg = load_config("default", [f"+model@models.{name}={name}"])
-        model = cfg.models[name]
+        cfg = load_config("default", [f"+model@models.probe={name}"])
+        model = cfg.models.probe
         assert model.name == name
         assert model.source == "embedded" or model.revision, f"{name}: pin a revision"
 
@@ -53,7 +53,7 @@ def test_unknown_study_lists_the_choices():
 
 
 def test_unknown_model_config_lists_the_choices():
-    with pytest.raises(LensLabError, match="gpt3.*gpt2"):
+    with pytest.raises(LensLabError, match=r"(?s)gpt3.*gpt2"):
         load_config("default", ["+model@models.gpt3=gpt3"])
 
 

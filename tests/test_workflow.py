@@ -40,10 +40,22 @@ def jobs_in(dry_run_output: str) -> dict[str, int]:
     return counts
 
 
+def study(*overrides: str) -> list[str]:
+    """--config arguments for the test study with Hydra overrides."""
+    return ["--config", "study=test", f"overrides=[{','.join(overrides)}]"]
+
+
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory) -> Path:
+def trained(embedded_test_dir) -> str:
+    """Point the test study at the session's trained model so the workflow does not retrain it
+    (the training rule itself is exercised by the default study and the dry runs below)."""
+    return f"models.embedded-test.source={embedded_test_dir}"
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory, trained) -> Path:
     workdir = tmp_path_factory.mktemp("study")
-    snakemake(workdir, "--config", "study=test")
+    snakemake(workdir, *study(trained))
     return workdir
 
 
@@ -59,19 +71,22 @@ def test_test_study_produces_figures_and_report(study_run):
 
 
 @pytest.mark.slow
-def test_f1_table_matches_a_direct_computation(study_run):
+def test_f1_table_matches_a_direct_computation(study_run, embedded_test_dir):
     results = study_run / "results"
     table = read_parquet(
         results / "tables/embedded-test/embedded_capital_pair/F1_difference.parquet"
     )
-    model_dir = results / "models" / "embedded-test"
+    model_dir = embedded_test_dir
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     with torch.no_grad():
-        a = model(**tok("The capital of France is Paris.", return_tensors="pt"),
-                  output_hidden_states=True).hidden_states
-        b = model(**tok("The capital of Germany is Berlin.", return_tensors="pt"),
-                  output_hidden_states=True).hidden_states
+        a = model(
+            **tok("The capital of France is Paris.", return_tensors="pt"), output_hidden_states=True
+        ).hidden_states
+        b = model(
+            **tok("The capital of Germany is Berlin.", return_tensors="pt"),
+            output_hidden_states=True,
+        ).hidden_states
     n_layers = len(a) - 1
     assert table.row.max() == n_layers + 1  # embeddings, every block, the final-normed state
     for hf_index, row in enumerate([*range(n_layers), n_layers + 1]):
@@ -83,17 +98,13 @@ def test_f1_table_matches_a_direct_computation(study_run):
 
 
 @pytest.mark.slow
-def test_second_run_does_nothing_and_a_config_change_reruns_only_its_model(study_run):
-    out = snakemake(study_run, "-n", "--config", "study=test")
+def test_second_run_does_nothing_and_a_config_change_reruns_only_its_model(study_run, trained):
+    out = snakemake(study_run, "-n", *study(trained))
     assert "Nothing to be done" in out
-    out = snakemake(study_run, "-n", "--config", "study=test",
-                    "overrides=[models.embedded-test.batch_size=2]")
-    jobs = jobs_in(out)
-    assert "train_embedded" not in jobs  # batch size of extraction does not retrain
-    assert jobs.get("extract", 0) >= 1
-    out = snakemake(study_run, "-n", "--config", "study=test",
-                    "overrides=[models.embedded-test.embedded.seed=1]")
-    assert jobs_in(out).get("train_embedded") == 1
+    jobs = jobs_in(snakemake(study_run, "-n", *study(trained, "models.embedded-test.batch_size=2")))
+    assert jobs.get("extract") == 2 and "train_embedded" not in jobs
+    jobs = jobs_in(snakemake(study_run, "-n", *study("models.embedded-test.embedded.seed=1")))
+    assert jobs.get("train_embedded") == 1
 
 
 def test_paper_study_dry_run(tmp_path):
