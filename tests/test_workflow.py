@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_test_study_produces_figures_and_report(study_run):
     figure = results / "figures" / "F1_embedded-test_embedded_capital_pair"
     for ext in ("png", "svg", "json"):
         assert figure.with_suffix(f".{ext}").stat().st_size > 0
-    assert read_json(figure.with_suffix(".json"))["caption"] in report
+    assert html.escape(read_json(figure.with_suffix(".json"))["caption"]) in report
     assert str(study_run) not in report and str(REPO) not in report  # no absolute paths
 
 
