@@ -78,3 +78,18 @@ def test_interrupted_write_leaves_no_file(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_tensor_files_are_byte_stable_across_processes(tmp_path):
+    """safetensors orders several header keys by hash, which differs per process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from lenslab.io import write_tensors; "
+        "write_tensors({'a': torch.arange(3.)}, sys.argv[1], "
+        "{'model': 'm', 'prompt_ids': ['p'], 'prompts': 's', 'model_config': '{}'})"
+    )
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()

@@ -24,6 +24,8 @@ from torch import Tensor
 
 from lenslab.errors import LensLabError
 
+META_KEY = "lenslab"
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -73,8 +75,12 @@ def read_json(path: str | Path) -> Any:
 def write_tensors(
     tensors: dict[str, Tensor], path: str | Path, meta: dict[str, Any] | None = None
 ) -> None:
-    """Safetensors with JSON-encoded metadata (values must be JSON-serialisable)."""
-    header = {k: json.dumps(v, sort_keys=True) for k, v in (meta or {}).items()}
+    """Safetensors with JSON-encoded metadata (values must be JSON-serialisable).
+
+    The metadata goes into one header key: safetensors writes several keys in hash order, which
+    changes from process to process and would break "same config, same bytes".
+    """
+    header = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(contiguous, str(tmp), metadata=header)
@@ -88,7 +94,7 @@ def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors = load_file(str(path))
         with safe_open(str(path), "pt") as handle:
             raw = handle.metadata() or {}
-        return tensors, {k: json.loads(v) for k, v in raw.items()}
+        return tensors, json.loads(raw.get(META_KEY, "{}"))
     except (OSError, SafetensorError, json.JSONDecodeError, ValueError) as err:
         raise _corrupt(path, err) from err
 
