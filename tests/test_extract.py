@@ -93,3 +93,11 @@ def test_tensor_files_are_byte_stable_across_processes(tmp_path):
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error(gpt2_adapter):
+    long = encode_prompt(gpt2_adapter.tokenizer, {"id": "long", "text": " ".join(["w1"] * 65)})
+    with pytest.raises(
+        LensLabError, match="'long' is 65 tokens, longer than the model's context of 64"
+    ):
+        extract(gpt2_adapter, [long], progress=False)

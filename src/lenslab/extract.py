@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lenslab.errors import LensLabError
 from lenslab.io import read_parquet, read_tensors, write_parquet, write_tensors
 from lenslab.models.adapter import ModelAdapter
 from lenslab.prompts import EncodedPrompt
@@ -63,6 +64,7 @@ def extract(
     Right padding leaves every real token at its own position, and causal attention never looks
     ahead, so the states of real tokens equal those of a one-prompt run (to float rounding).
     """
+    _check_lengths(adapter, prompts)
     pad = adapter.tokenizer.pad_token_id if adapter.tokenizer is not None else 0
     resid: list[Tensor] = []
     bar = tqdm(total=len(prompts), desc=f"extract {adapter.name}", disable=not progress)
@@ -84,6 +86,19 @@ def extract(
         input_ids=[torch.tensor(p.input_ids) for p in prompts],
         resid=resid,
     )
+
+
+def _check_lengths(adapter: ModelAdapter, prompts: list[EncodedPrompt]) -> None:
+    """A prompt longer than the model's context fails deep inside torch; say so up front."""
+    config = adapter.model.config
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    for p in prompts:
+        if limit and len(p.input_ids) > limit:
+            raise LensLabError(
+                f"prompt {p.id!r} is {len(p.input_ids)} tokens, longer than the model's context "
+                f"of {limit}",
+                fix="shorten the prompt or use a model with a longer context",
+            )
 
 
 def save_activations(acts: Activations, out_dir: str | Path, tokenizer=None) -> None:
