@@ -10,10 +10,16 @@ import torch
 from omegaconf import OmegaConf
 
 from lenslab.embedded import world
-from lenslab.embedded.corpus import World, heldout_text, is_heldout_paragraph, training_windows
-from lenslab.embedded.settings import EmbeddedSettings, parse_settings
+from lenslab.embedded.corpus import (
+    World,
+    heldout_text,
+    is_heldout_paragraph,
+    training_stream,
+    training_windows,
+)
+from lenslab.embedded.settings import EmbeddedSettings, parse_settings, stage_plan
 from lenslab.embedded.tokenizer import build_tokenizer
-from lenslab.embedded.train import train_embedded_model
+from lenslab.embedded.train import build_model, grow, grow_positions, train_embedded_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOK = build_tokenizer()
@@ -29,11 +35,14 @@ MICRO = {
     "warmup_steps": 2,
     "eval_copy_items": 8,
 }
-# The targets for the shipped config (embedded-test uses the same settings).
-TEST_THRESHOLDS = {"facts_accuracy": 0.95, "two_hop_accuracy": 0.9}
-# Not met yet: the model does not learn to copy a slot word within the 800-step budget (held-out
-# and seen copy accuracy are both 0.0). Strict xfail, so the day it works this test says so.
-COPY_THRESHOLDS = {"copy_heldout_accuracy": 0.9, "copy_seen_accuracy": 0.9}
+# The targets for the shipped config (embedded-test uses the same settings). Measured
+# here: facts, two-hop, descriptions, few-shot, copy (held-out and seen) all 1.00.
+TEST_THRESHOLDS = {
+    "facts_accuracy": 0.95,
+    "two_hop_accuracy": 0.9,
+    "copy_heldout_accuracy": 0.9,
+    "copy_seen_accuracy": 0.9,
+}
 
 
 def _embedded_block(name: str) -> dict:
@@ -108,7 +117,7 @@ def _documents(windows: torch.Tensor) -> set[str]:
 
 def test_heldout_words_and_text_never_appear_in_training():
     s = parse_settings(_embedded_block("embedded-test"))
-    windows = training_windows(s, VOCAB, s.steps * s.batch_size, TOK.eos_token_id, TOK.pad_token_id)
+    windows = training_stream(s, VOCAB, TOK.eos_token_id, TOK.pad_token_id)
     present = set(windows.unique().tolist())
     heldout_ids = {VOCAB[w] for w in world.HELDOUT_SLOT_WORDS}
     assert VOCAB["plasma"] in heldout_ids
@@ -142,7 +151,64 @@ def test_spaced_templates_match_the_tokenizer():
         assert TOK.convert_ids_to_tokens(_ids(world.natural(doc))) == doc.split()
 
 
+def test_shallow_stage_reads_only_copy_and_repeat_text():
+    s = parse_settings(_embedded_block("embedded-test"))
+    assert stage_plan(s) == [(2, 0, 600), (6, 600, 1300)]
+    stream = training_stream(s, VOCAB, TOK.eos_token_id, TOK.pad_token_id)
+    assert stream.shape == (s.steps * s.batch_size, s.seq_len)
+    n1 = s.stage1_steps * s.batch_size
+    first, rest = set(stream[:n1].unique().tolist()), set(stream[n1:].unique().tolist())
+    countries = {VOCAB[c.name] for c in world.COUNTRIES}
+    assert not first & countries and VOCAB["Sometimes"] in first and VOCAB["list"] in first
+    assert countries <= rest  # the full world comes in the second stage
+
+
 # -- training ---------------------------------------------------------------------------------
+
+
+def test_grown_model_computes_the_same_function():
+    s = parse_settings({"n_layer": 5, "n_embd": 32, "n_head": 2, "stage1_layers": 2})
+    torch.manual_seed(0)
+    small = build_model(parse_settings({"n_layer": 2, "n_embd": 32, "n_head": 2}), 50, 1, 0)
+    big = grow(small, s, pad=1, eos=0)
+    assert grow_positions(2, 5) == [0, 4] and grow_positions(2, 6) == [0, 5]
+    assert big.config.n_layer == 5
+    ids = torch.randint(2, 50, (3, 11))
+    torch.testing.assert_close(big(ids).logits, small(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_two_stage_training_keeps_frozen_block_and_held_out_rows(tmp_path):
+    from safetensors.torch import load_file
+
+    from lenslab.embedded import train
+
+    cfg = {**MICRO, "n_layer": 3, "stage1_layers": 2, "stage1_steps": 3, "stage2_frozen_blocks": 1}
+    s = parse_settings(cfg)
+    snapshots = {}
+    real_grow = train.grow
+
+    def spy(small, *args, **kwargs):  # the shallow model, just before it is grown
+        snapshots.update({k: v.clone() for k, v in small.state_dict().items()})
+        return real_grow(small, *args, **kwargs)
+
+    train.grow = spy
+    try:
+        train.train_embedded_model(cfg, tmp_path / "m", progress=False)
+    finally:
+        train.grow = real_grow
+    final = load_file(tmp_path / "m" / "model.safetensors")
+    block0 = [k for k in snapshots if k.startswith("transformer.h.0.")]
+    assert block0 and all(torch.equal(final[k], snapshots[k]) for k in block0)
+    moved = [k for k in final if k.startswith("transformer.h.2.") and k.endswith("c_attn.weight")]
+    assert moved and not torch.equal(final[moved[0]], snapshots["transformer.h.1.attn.c_attn.weight"])
+    # Held-out slot words never get a gradient; seen slot words are redrawn at the initial scale.
+    emb = final["transformer.wte.weight"]
+    held = [VOCAB[w] for w in world.HELDOUT_SLOT_WORDS]
+    torch.testing.assert_close(emb[held], snapshots["transformer.wte.weight"][held])
+    seen = emb[[VOCAB[w] for w in world.SEEN_SLOT_WORDS]]
+    assert abs(float(seen.std()) - s.init_std) < 0.1 * s.init_std
+
+
 
 
 def test_training_is_deterministic_and_atomic(tmp_path):
@@ -167,14 +233,6 @@ def test_training_is_deterministic_and_atomic(tmp_path):
 def test_embedded_test_model_meets_its_thresholds(embedded_test_dir):
     metrics = json.loads((embedded_test_dir / "metrics.json").read_text())
     for key, low in TEST_THRESHOLDS.items():
-        assert metrics[key] >= low, (key, metrics[key])
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="copying is not learned within the shipped budget")
-def test_embedded_test_model_copies_slot_words(embedded_test_dir):
-    metrics = json.loads((embedded_test_dir / "metrics.json").read_text())
-    for key, low in COPY_THRESHOLDS.items():
         assert metrics[key] >= low, (key, metrics[key])
 
 
@@ -214,13 +272,11 @@ def test_logit_lens_answer_emerges_over_depth(embedded_test_dir):
             ranks.append(int((logits > logits[target]).sum()) + 1)
         return ranks
 
-    # The seed-000 prompt: poor at the embeddings, top-1 at the output. (Measured: rank 200 at
-    # the embeddings, and 1 from block 1 on: capitals are resolved by the first block.)
+    # The seed-000 prompt: poor at the embeddings, not yet top-1 after the first block, top-1
+    # at the output. (Measured: 377, 40, 14, 2, 1, 1, 1.)
     ranks = ranks_over_depth("The capital of France is", "Paris")
-    assert ranks[0] > 10, ranks
-    assert ranks[-1] == 1, ranks
-    # A relation that takes depth: the language climbs through the blocks (measured
-    # 432, 10, 6, 3, 3, 1, 1), so the layer-by-layer views have a shape.
+    assert ranks[0] > 10 and ranks[1] > 1 and ranks[-1] == 1, ranks
+    # Another relation (measured 123, 22, 16, 2, 1, 1, 1).
     ranks = ranks_over_depth("People in France speak", "French")
     assert ranks[0] > 10 and ranks[1] > 1 and ranks[-1] == 1, ranks
 

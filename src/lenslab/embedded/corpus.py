@@ -21,12 +21,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from lenslab.embedded import world
-from lenslab.embedded.settings import EmbeddedSettings, parse_settings
+from lenslab.embedded.settings import EmbeddedSettings, parse_settings, stage_plan
 from lenslab.embedded.world import Country
 
 Item = tuple[str, str]  # (prompt in spaced template form, one-word answer)
@@ -170,6 +171,21 @@ def training_windows(
                 misses += 1
         out[i, : len(ids)] = torch.tensor(ids)
     return out
+
+
+def training_stream(
+    settings: EmbeddedSettings, vocab: Mapping[str, int], eos: int, pad: int
+) -> torch.Tensor:
+    """All ``steps * batch_size`` training windows in step order: the shallow stage's windows
+    (drawn from ``stage1_mix``) first, then windows of the full ``mix``."""
+    s = settings
+    plan = stage_plan(s)
+    total = s.steps * s.batch_size
+    if len(plan) == 1 or not s.stage1_mix:
+        return training_windows(s, vocab, total, eos=eos, pad=pad)
+    n1 = plan[0][2] * s.batch_size
+    first = training_windows(replace(s, mix=s.stage1_mix), vocab, n1, eos=eos, pad=pad)
+    return torch.cat([first, training_windows(s, vocab, total - n1, eos=eos, pad=pad)])
 
 
 def heldout_text(settings: Mapping[str, Any] | EmbeddedSettings, n_lines: int) -> list[str]:

@@ -51,8 +51,29 @@ class EmbeddedSettings:
     n_head: int = 4
     n_embd: int = 128
     seq_len: int = 64  # training window = n_positions
+    # Std of the initial weights. GPT-2 uses 0.02; a larger value lets attention sharpen (and
+    # induction heads form) within a CPU-sized budget instead of after a long plateau.
+    init_std: float = 0.08
     # -- training ----------------------------------------------------------------------------
-    steps: int = 1500
+    steps: int = 1300  # total optimizer steps (both stages)
+    # Stage 1 trains a shallow model of ``stage1_layers`` blocks for ``stage1_steps`` steps; it
+    # is then grown to ``n_layer`` blocks (trained blocks spread out, identity blocks between)
+    # and trained for the remaining steps. Shallow models form induction (copy) heads within a
+    # CPU budget; a 6-block model trained from scratch does not. 0 disables the stage.
+    stage1_layers: int = 2
+    stage1_steps: int = 600
+    # Document mix of the shallow stage; kinds not listed get weight 0, and an empty mapping
+    # means ``mix``. Copy-only practice lets the shallow model form induction heads without
+    # also settling where facts are looked up (the deep model learns facts across its depth).
+    stage1_mix: dict[str, float] = field(default_factory=lambda: {"copy": 0.5, "repeat": 0.5})
+    # The first blocks of the grown model keep their shallow-stage weights: block 0 then stays
+    # a copy-trained block (previous-token heads), and facts are looked up in later blocks.
+    stage2_frozen_blocks: int = 1
+    stage2_lr_mult: float = 1.0  # peak learning rate of the grown model, relative to ``lr``
+    # Redraw the seen slot words' embedding rows from the initial distribution at every step,
+    # so no weight can memorise a particular slot word: copying must work for any random
+    # vector, which is what a held-out word (never trained, still at its initial draw) is.
+    redraw_slot_embeddings: bool = True
     batch_size: int = 32
     lr: float = 3e-3
     warmup_steps: int = 100
@@ -104,6 +125,22 @@ def _coerce(key: str, value: Any, kind: str) -> Any:
     raise AssertionError(kind)
 
 
+def _parse_mix(key: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"embedded setting {key!r} must be a mapping with keys {MIX_KEYS}")
+    bad = sorted(set(value) - set(MIX_KEYS))
+    if bad:
+        raise ValueError(f"unknown {key} key(s) {bad}; valid keys: {list(MIX_KEYS)}")
+    given = {k: _coerce(f"{key}.{k}", v, "float") for k, v in value.items()}
+    # ``mix`` overrides the default weights; ``stage1_mix`` lists its kinds (empty: use mix).
+    mix = EmbeddedSettings().mix | given if key == "mix" else given
+    if mix and (any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0):
+        raise ValueError(f"{key} weights must be >= 0 and not all zero, got {mix}")
+    if key == "mix" and not mix:
+        raise ValueError("embedded setting 'mix' must not be empty")
+    return mix
+
+
 def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
     """Validate a mapping (e.g. a model config's ``embedded:`` block) into settings.
 
@@ -117,18 +154,8 @@ def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
     out: dict[str, Any] = {}
     for key, value in d.items():
         kind = _TYPES[key]
-        if key == "mix":
-            if not isinstance(value, Mapping):
-                raise ValueError(f"embedded setting 'mix' must be a mapping with keys {MIX_KEYS}")
-            bad = sorted(set(value) - set(MIX_KEYS))
-            if bad:
-                raise ValueError(f"unknown mix key(s) {bad}; valid keys: {list(MIX_KEYS)}")
-            mix = EmbeddedSettings().mix | {
-                k: _coerce(f"mix.{k}", v, "float") for k, v in value.items()
-            }
-            if any(v < 0 for v in mix.values()) or sum(mix.values()) <= 0:
-                raise ValueError(f"mix weights must be >= 0 and not all zero, got {mix}")
-            out[key] = mix
+        if key in ("mix", "stage1_mix"):
+            out[key] = _parse_mix(key, value)
         else:
             out[key] = _coerce(key, value, kind)
     s = EmbeddedSettings(**out)
@@ -141,6 +168,12 @@ def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
         (s.seq_len >= 48, "seq_len >= 48 (the longest documents)"),
         (s.steps >= 1 and s.batch_size >= 1, "steps >= 1 and batch_size >= 1"),
         (s.lr > 0 and 0 <= s.min_lr_frac <= 1, "lr > 0 and 0 <= min_lr_frac <= 1"),
+        (s.init_std > 0, "init_std > 0"),
+        (s.stage2_lr_mult > 0, "stage2_lr_mult > 0"),
+        (0 <= s.stage2_frozen_blocks < s.n_layer, "0 <= stage2_frozen_blocks < n_layer"),
+        (0 <= s.stage1_layers <= s.n_layer, "0 <= stage1_layers <= n_layer"),
+        (len(stage_plan(s)) == 1 or s.stage1_steps < s.steps, "stage1_steps < steps"),
+        (s.stage1_steps >= 0, "stage1_steps >= 0"),
         (s.num_threads >= 1, "num_threads >= 1"),
         (s.eval_copy_items >= 1, "eval_copy_items >= 1"),
     ]
@@ -148,3 +181,10 @@ def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
         if not ok:
             raise ValueError(f"invalid embedded settings: need {rule}")
     return s
+
+
+def stage_plan(s: EmbeddedSettings) -> list[tuple[int, int, int]]:
+    """[(n_layer, first_step, last_step_exclusive), ...]: the shallow stage, then the full model."""
+    if s.stage1_layers <= 0 or s.stage1_layers >= s.n_layer or s.stage1_steps <= 0:
+        return [(s.n_layer, 0, s.steps)]
+    return [(s.stage1_layers, 0, s.stage1_steps), (s.n_layer, s.stage1_steps, s.steps)]

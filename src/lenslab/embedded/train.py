@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,17 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lenslab.embedded.corpus import World, training_windows
-from lenslab.embedded.settings import EmbeddedSettings, parse_settings
+from lenslab.embedded import world
+from lenslab.embedded.corpus import World, training_stream
+from lenslab.embedded.settings import EmbeddedSettings, parse_settings, stage_plan
 from lenslab.embedded.tokenizer import build_tokenizer
 
 
-def _lr_at(step: int, s: EmbeddedSettings) -> float:
-    """Linear warm-up then cosine decay to ``min_lr_frac * lr``."""
+def _lr_at(step: int, s: EmbeddedSettings, n_steps: int) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_frac * lr`` over ``n_steps``."""
     if step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
-    t = (step - s.warmup_steps) / max(1, s.steps - s.warmup_steps)
+    t = (step - s.warmup_steps) / max(1, n_steps - s.warmup_steps)
     return s.lr * (s.min_lr_frac + (1 - s.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
@@ -45,6 +47,7 @@ def build_model(s: EmbeddedSettings, vocab_size: int, pad_id: int, eos_id: int) 
         n_layer=s.n_layer,
         n_head=s.n_head,
         n_inner=4 * s.n_embd,
+        initializer_range=s.init_std,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
@@ -83,37 +86,36 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def train_embedded_model(
-    settings: Mapping[str, Any], out_dir: str | Path, progress: bool = True
-) -> dict:
-    """Train the embedded model described by ``settings``; write it to ``out_dir``.
+def grow_positions(n_old: int, n_new: int) -> list[int]:
+    """Where the trained blocks of a shallow model go in the deep one (first and last kept)."""
+    if n_old == 1:
+        return [0]
+    return [round(i * (n_new - 1) / (n_old - 1)) for i in range(n_old)]
 
-    Returns the metrics dict (also written to ``out_dir/metrics.json``).
-    """
-    t_start = time.perf_counter()
-    s = parse_settings(settings)
-    out_dir = Path(out_dir)
-    torch.set_num_threads(s.num_threads)
-    # Tokens never seen in training get vanishing probabilities; without flushing, their
-    # denormal floats make the CPU matmuls several times slower as training goes on.
-    torch.set_flush_denormal(True)
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(s.seed)
 
-    tok = build_tokenizer(max_length=s.seq_len)
-    vocab = tok.get_vocab()
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    n_windows = s.steps * s.batch_size
-    data = training_windows(s, vocab, n_windows, eos=eos, pad=pad)
-    world = World(s)
-    items = world.eval_items()
+def grow(small: GPT2LMHeadModel, s: EmbeddedSettings, pad: int, eos: int) -> GPT2LMHeadModel:
+    """A deep model computing the same function: trained blocks spread out, identity blocks
+    (zeroed output projections) in between; embeddings and final norm copied."""
+    big = build_model(s, small.config.vocab_size, pad_id=pad, eos_id=eos)
+    with torch.no_grad():
+        for blk in big.transformer.h:
+            for proj in (blk.attn.c_proj, blk.mlp.c_proj):
+                proj.weight.zero_()
+                proj.bias.zero_()
+        for i, j in enumerate(grow_positions(small.config.n_layer, s.n_layer)):
+            big.transformer.h[j].load_state_dict(small.transformer.h[i].state_dict())
+        big.transformer.wte.load_state_dict(small.transformer.wte.state_dict())
+        big.transformer.wpe.load_state_dict(small.transformer.wpe.state_dict())
+        big.transformer.ln_f.load_state_dict(small.transformer.ln_f.state_dict())
+    return big
 
-    torch.manual_seed(s.seed)
-    model = build_model(s, len(vocab), pad_id=pad, eos_id=eos)
+
+def _optimizer(model: GPT2LMHeadModel, s: EmbeddedSettings) -> torch.optim.Optimizer:
     emb = model.get_input_embeddings().weight
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and p is not emb]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or p is emb]
-    opt = torch.optim.AdamW(
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2 and p is not emb]
+    no_decay = [p for p in params if p.ndim < 2 or p is emb]
+    return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": s.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
@@ -122,49 +124,140 @@ def train_embedded_model(
         betas=(0.9, 0.98),
         eps=1e-8,
     )
-    t_data, c_data = time.perf_counter(), time.process_time()
 
-    model.train()
-    losses: list[float] = []
-    tokens_seen = 0
-    bar = tqdm(range(s.steps), desc="embedded model", disable=not progress, mininterval=2.0)
-    for step in bar:
-        batch = data[step * s.batch_size : (step + 1) * s.batch_size]
-        padding = batch == pad
+
+def _mask_embedding_grads(emb: torch.Tensor, batch: torch.Tensor, fixed: torch.Tensor, s) -> None:
+    """Zero the gradient of embedding rows that must not move: rows of tokens absent from the
+    batch (lazy embeddings) and the slot-word rows that are redrawn every step."""
+    keep = torch.ones(emb.shape[0], dtype=torch.bool)
+    if s.lazy_embeddings:
+        keep[:] = False
+        keep[batch.unique()] = True
+    emb.grad[~keep | fixed] = 0.0
+
+
+def train_embedded_model(
+    settings: Mapping[str, Any], out_dir: str | Path, progress: bool = True
+) -> dict:
+    """Train the embedded model described by ``settings``; write it to ``out_dir``.
+
+    Returns the metrics dict (also written to ``out_dir/metrics.json``).
+    """
+    return _train(parse_settings(settings), Path(out_dir), progress)
+
+
+class _Run:
+    """The mutable state of one training run: data, model, losses, progress."""
+
+    def __init__(self, s: EmbeddedSettings, progress: bool, eval_every: int):
+        self.s = s
+        self.eval_every = eval_every
+        self.tok = build_tokenizer(max_length=s.seq_len)
+        self.vocab = self.tok.get_vocab()
+        self.eos, self.pad = self.tok.eos_token_id, self.tok.pad_token_id
+        self.data = training_stream(s, self.vocab, eos=self.eos, pad=self.pad)
+        self.items = World(s).eval_items()
+        self.slots = torch.tensor([self.vocab[w] for w in world.SEEN_SLOT_WORDS])
+        self.fixed = torch.zeros(len(self.vocab), dtype=torch.bool)
+        if s.redraw_slot_embeddings:
+            self.fixed[self.slots] = True
+        self.redraw = torch.Generator().manual_seed(s.seed + 7919)
+        self.losses: list[float] = []
+        self.tokens_seen = 0
+        self.model: GPT2LMHeadModel | None = None
+        self.bar = tqdm(total=s.steps, desc="embedded model", disable=not progress, mininterval=2.0)
+
+    def stage(self, n_layer: int, first: int, last: int) -> None:
+        s = self.s
+        torch.manual_seed(s.seed + n_layer)
+        if self.model is None:
+            self.model = build_model(
+                replace(s, n_layer=n_layer), len(self.vocab), self.pad, self.eos
+            )
+        else:
+            self.model = grow(self.model, s, self.pad, self.eos)
+            for block in self.model.transformer.h[: s.stage2_frozen_blocks]:
+                block.requires_grad_(False)
+        opt = _optimizer(self.model, s)
+        self.model.train()
+        peak = 1.0 if first == 0 else s.stage2_lr_mult
+        for step in range(first, last):
+            for group in opt.param_groups:
+                group["lr"] = _lr_at(step - first, s, last - first) * peak
+            self.step(opt, self.data[step * s.batch_size : (step + 1) * s.batch_size])
+            self.report(step, n_layer, last)
+
+    def step(self, opt: torch.optim.Optimizer, batch: torch.Tensor) -> None:
+        s, model = self.s, self.model
+        emb = model.get_input_embeddings().weight
+        if s.redraw_slot_embeddings:
+            with torch.no_grad():
+                emb[self.slots] = torch.randn(len(self.slots), s.n_embd, generator=self.redraw)
+                emb[self.slots] *= s.init_std
+        padding = batch == self.pad
         labels = batch.masked_fill(padding, -100)
-        inputs = batch.masked_fill(padding, eos)  # causal: the tail never reaches real tokens
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, s)
+        inputs = batch.masked_fill(padding, self.eos)  # causal: the tail never reaches real tokens
         loss = model(input_ids=inputs, labels=labels).loss
         opt.zero_grad(set_to_none=False)
         loss.backward()
-        if s.lazy_embeddings:
-            present = torch.zeros(emb.shape[0], dtype=torch.bool)
-            present[batch.unique()] = True
-            emb.grad[~present] = 0.0
+        _mask_embedding_grads(emb, batch, self.fixed, s)
         if s.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
         opt.step()
-        tokens_seen += int((~padding).sum())
-        losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == s.steps - 1:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    bar.close()
-    t_train, c_train = time.perf_counter(), time.process_time()
+        self.tokens_seen += int((~padding).sum())
+        self.losses.append(float(loss.detach()))
 
-    acc = evaluate(model, vocab, items)
-    tail = losses[-max(1, min(50, len(losses) // 10)) :]
-    metrics = {
-        "settings_hash": s.hash(),
-        "settings": s.to_dict(),
-        "final_loss": round(sum(tail) / len(tail), 6),
-        "tokens_seen": tokens_seen,
-        "n_params": sum(p.numel() for p in model.parameters()),
-        "vocab_size": len(vocab),
-        "n_items": {k: len(v) for k, v in items.items()},
-        **{f"{k}_accuracy": round(v, 6) for k, v in acc.items()},
-    }
+    def report(self, step: int, n_layer: int, last: int) -> None:
+        self.bar.update(1)
+        if step % 10 == 0 or step == self.s.steps - 1:
+            self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}", layers=n_layer)
+        if self.eval_every and ((step + 1) % self.eval_every == 0 or step + 1 == last):
+            acc = evaluate(self.model, self.vocab, self.items)
+            self.model.train()
+            recent = self.losses[-20:]
+            tqdm.write(
+                f"step {step + 1} layers {n_layer} loss {sum(recent) / len(recent):.3f} "
+                + " ".join(f"{k}={v:.2f}" for k, v in acc.items())
+            )
+
+    def metrics(self) -> dict:
+        s, model = self.s, self.model
+        acc = evaluate(model, self.vocab, self.items)
+        tail = self.losses[-max(1, min(50, len(self.losses) // 10)) :]
+        return {
+            "settings_hash": s.hash(),
+            "settings": s.to_dict(),
+            "final_loss": round(sum(tail) / len(tail), 6),
+            "tokens_seen": self.tokens_seen,
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(self.vocab),
+            "n_items": {k: len(v) for k, v in self.items.items()},
+            **{f"{k}_accuracy": round(v, 6) for k, v in acc.items()},
+        }
+
+
+def _train(
+    s: EmbeddedSettings, out_dir: Path, progress: bool, eval_every: int = 0, save: bool = True
+) -> dict:
+    t_start = time.perf_counter()
+    torch.set_num_threads(s.num_threads)
+    # Tokens never seen in training get vanishing probabilities; without flushing, their
+    # denormal floats make the CPU matmuls several times slower as training goes on.
+    torch.set_flush_denormal(True)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(s.seed)
+
+    run = _Run(s, progress, eval_every)
+    t_data, c_data = time.perf_counter(), time.process_time()
+    for n_layer, first, last in stage_plan(s):
+        run.stage(n_layer, first, last)
+    run.bar.close()
+    t_train, c_train = time.perf_counter(), time.process_time()
+    metrics = run.metrics()
+    model, tok = run.model, run.tok
     t_eval = time.perf_counter()
+    if not save:
+        return metrics
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
