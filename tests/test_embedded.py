@@ -15,7 +15,6 @@ from lenslab.embedded.corpus import (
     heldout_text,
     is_heldout_paragraph,
     training_stream,
-    training_windows,
 )
 from lenslab.embedded.settings import EmbeddedSettings, parse_settings, stage_plan
 from lenslab.embedded.tokenizer import build_tokenizer
@@ -200,15 +199,15 @@ def test_two_stage_training_keeps_frozen_block_and_held_out_rows(tmp_path):
     block0 = [k for k in snapshots if k.startswith("transformer.h.0.")]
     assert block0 and all(torch.equal(final[k], snapshots[k]) for k in block0)
     moved = [k for k in final if k.startswith("transformer.h.2.") and k.endswith("c_attn.weight")]
-    assert moved and not torch.equal(final[moved[0]], snapshots["transformer.h.1.attn.c_attn.weight"])
+    assert moved and not torch.equal(
+        final[moved[0]], snapshots["transformer.h.1.attn.c_attn.weight"]
+    )
     # Held-out slot words never get a gradient; seen slot words are redrawn at the initial scale.
     emb = final["transformer.wte.weight"]
     held = [VOCAB[w] for w in world.HELDOUT_SLOT_WORDS]
     torch.testing.assert_close(emb[held], snapshots["transformer.wte.weight"][held])
     seen = emb[[VOCAB[w] for w in world.SEEN_SLOT_WORDS]]
     assert abs(float(seen.std()) - s.init_std) < 0.1 * s.init_std
-
-
 
 
 def test_training_is_deterministic_and_atomic(tmp_path):
