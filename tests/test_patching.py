@@ -376,8 +376,8 @@ def test_figures_mark_subject_and_state_conventions(gpt2: ModelAdapter, tmp_path
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="the shipped embedded model moves the subject to the last token inside block 0: "
-    "restoring the subject's block-0 output recovers only 0.02-0.15 (noise mode); see README",
+    reason="the shipped embedded model's block 0 moves the subject into later positions: "
+    "restoring the subject's block-0 output recovers 0.03 on average (noise mode); see README",
 )
 def test_embedded_model_last_subject_token_carries_the_fact(request) -> None:
     """ROME's finding on the trained embedded model: restoring the last subject token's
