@@ -1,0 +1,251 @@
+"""Direct logit attribution (F10): each component's direct contribution to a token's logit.
+
+The residual stream before the final norm is a sum of components: ``resid[0]`` (embeddings)
+plus every block's attention output and MLP output. With the final norm's scale *frozen* at
+its value in the real forward pass, the norm is affine, so the logit of token ``t`` splits
+exactly into one term per component plus a constant term (the norm's bias and the
+unembedding's bias):
+
+    logit_t = sum_c  u_t . (gamma * centre(c) * s)  +  u_t . beta + b_t
+
+``centre`` subtracts the mean over the hidden dimension (LayerNorm; identity for RMSNorm) and
+``s`` is ``1 / std`` (LayerNorm) or ``1 / rms`` (RMSNorm) of the real final state. Attention
+outputs split further into heads: a head's output is its slice of the output projection's input
+times the matching slice of the projection weight, and the projection's bias is its own row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from lenslab.errors import LensLabError
+from lenslab.models.adapter import ModelAdapter
+
+# Output projections of attention modules, by attribute name, for the per-head split.
+_O_PROJ_NAMES = ("c_proj", "o_proj", "dense", "out_proj")
+
+
+def _o_proj(attn: nn.Module) -> nn.Module | None:
+    for name in _O_PROJ_NAMES:
+        module = getattr(attn, name, None)
+        if isinstance(module, nn.Module) and hasattr(module, "weight"):
+            return module
+    return None
+
+
+@contextlib.contextmanager
+def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
+    """Record resid[0], each block's attention and MLP outputs, and (for ``heads``) the
+    input of each attention output projection, into ``store``."""
+    handles = []
+
+    def keep(key):
+        def hook(_mod, args, output):
+            out = output[0] if isinstance(output, tuple) else output
+            # OPT's MLP runs on [B*T, D]; bring it back to [B, T, D] like the other states.
+            store[key] = out.reshape(*store["shape"], -1) if out.ndim == 2 else out
+
+        return hook
+
+    def keep_input(key):
+        def hook(_mod, args):
+            store[key] = args[0]
+
+        return hook
+
+    def keep_resid0(_mod, args, kwargs):
+        store["resid0"] = args[0] if args else kwargs["hidden_states"]
+        store["shape"] = store["resid0"].shape[:2]
+
+    handles.append(adapter.blocks[0].register_forward_pre_hook(keep_resid0, with_kwargs=True))
+    handles.append(adapter.blocks[-1].register_forward_hook(keep("final")))
+    for layer in range(adapter.n_layers):
+        handles.append(adapter.attn(layer).register_forward_hook(keep(("attn", layer))))
+        handles.append(adapter.mlp(layer).register_forward_hook(keep(("mlp", layer))))
+        if heads:
+            proj = _o_proj(adapter.attn(layer))
+            if proj is None:
+                raise LensLabError(
+                    f"block {layer} of {adapter.name or 'this model'}: no attention output "
+                    f"projection named one of {_O_PROJ_NAMES}",
+                    fix="run direct logit attribution with heads=False (per block only)",
+                )
+            handles.append(proj.register_forward_pre_hook(keep_input(("z", layer))))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _frozen_norm(adapter: ModelAdapter, final: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """(gamma * s, beta, centre) of the final norm at the real final state ``final`` [D]."""
+    norm = adapter.final_norm
+    if adapter.post_norm is not None or adapter.softcap:
+        raise LensLabError(
+            f"{adapter.name or 'this model'} does not unembed linearly after its final norm "
+            "(a projection or logit soft-capping sits in between)",
+            fix="direct logit attribution supports models whose logits are W_U norm(x) + b",
+        )
+    d = final.shape[-1]
+    if norm is None:
+        return torch.ones(d, dtype=final.dtype), torch.zeros(d, dtype=final.dtype), False
+    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-5)
+    weight = getattr(norm, "weight", None)
+    gamma = torch.ones(d) if weight is None else weight.detach().float()
+    if "gemma" in type(norm).__name__.lower():
+        gamma = 1.0 + gamma  # Gemma's RMSNorm scales by (1 + weight)
+    bias = getattr(norm, "bias", None)
+    beta = torch.zeros(d) if bias is None else bias.detach().float()
+    x = final.float()
+    if isinstance(norm, nn.LayerNorm):
+        s = torch.rsqrt(x.var(unbiased=False) + eps)
+        return gamma * s, beta, True
+    if "rms" in type(norm).__name__.lower():
+        s = torch.rsqrt(x.pow(2).mean() + eps)
+        return gamma * s, beta, False
+    raise LensLabError(
+        f"final norm {type(norm).__name__} is neither a LayerNorm nor an RMSNorm",
+        fix="direct logit attribution supports LayerNorm and RMSNorm final norms",
+    )
+
+
+def _head_outputs(proj: nn.Module, z: Tensor, n_heads: int) -> Tensor:
+    """[H, D]: each head's share of the output projection (bias excluded) for one position."""
+    d_in = z.shape[-1]
+    dh = d_in // n_heads
+    w = proj.weight.detach().float()
+    # Conv1D (GPT-2) stores [in, out]; nn.Linear stores [out, in].
+    w_in_out = w if w.shape[0] == d_in and not isinstance(proj, nn.Linear) else w.T
+    zh = z.float().reshape(n_heads, dh)
+    return torch.einsum("hd,hdo->ho", zh, w_in_out.reshape(n_heads, dh, -1))
+
+
+def _n_heads(adapter: ModelAdapter) -> int:
+    cfg = adapter.model.config
+    for key in ("num_attention_heads", "n_head", "num_heads"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int):
+            return value
+    raise LensLabError("the model config names no number of attention heads", fix="heads=False")
+
+
+@torch.no_grad()
+def direct_logit_attribution(
+    adapter: ModelAdapter,
+    input_ids: list[int],
+    tokens: dict[str, int],
+    position: int = -1,
+    heads: bool = False,
+    atol: float = 1e-3,
+) -> pd.DataFrame:
+    """Direct contributions to the logits of ``tokens`` ({label: id}) at ``position``.
+
+    Rows: (component, kind, layer, head, token, value). ``kind`` is embed, attn, mlp, head
+    (with ``heads``), attn_bias (the output projection's bias, with ``heads``) or bias (the
+    final norm's bias plus the unembedding's bias); the rows of kinds embed, attn, mlp and
+    bias sum to the model's logit (checked to ``atol``, relative to the logit scale).
+    """
+    store: dict = {}
+    ids = torch.tensor([input_ids], device=adapter.device)
+    with _record(adapter, heads, store):
+        logits = adapter.forward(ids)[0, position].float()
+    parts = [("embed", "embed", -1, -1, store["resid0"][0, position])]
+    for layer in range(adapter.n_layers):
+        parts.append((f"attn {layer}", "attn", layer, -1, store[("attn", layer)][0, position]))
+        parts.append((f"mlp {layer}", "mlp", layer, -1, store[("mlp", layer)][0, position]))
+    scale, beta, centre = _frozen_norm(adapter, store["final"][0, position])
+    u = adapter.unembed.weight.detach().float()[list(tokens.values())]  # [K, D]
+    b = getattr(adapter.unembed, "bias", None)
+    const = u @ beta + (0 if b is None else b.detach().float()[list(tokens.values())])
+
+    def project(vec: Tensor) -> Tensor:
+        v = vec.float()
+        return u @ (scale * (v - v.mean() if centre else v))
+
+    rows = []
+
+    def add(component, kind, layer, head, values):
+        for (label, _), value in zip(tokens.items(), values.tolist(), strict=True):
+            rows.append((component, kind, layer, head, label, value))
+
+    for component, kind, layer, head, vec in parts:
+        add(component, kind, layer, head, project(vec))
+    add("bias", "bias", -1, -1, const)
+    if heads:
+        _add_heads(adapter, store, position, project, add)
+    table = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "token", "value"])
+    _check_complete(table, logits, tokens, atol)
+    if heads:
+        _check_heads(table, atol)
+    return table
+
+
+def _add_heads(adapter, store, position, project, add) -> None:
+    n_heads = _n_heads(adapter)
+    for layer in range(adapter.n_layers):
+        proj = _o_proj(adapter.attn(layer))
+        outs = _head_outputs(proj, store[("z", layer)][0, position], n_heads)
+        for h in range(n_heads):
+            add(f"L{layer}H{h}", "head", layer, h, project(outs[h]))
+        bias = getattr(proj, "bias", None)
+        if bias is not None:
+            add(f"attn {layer} bias", "attn_bias", layer, -1, project(bias.detach()))
+
+
+def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int], atol: float):
+    """The per-component terms must add up to the model's logits (the F10 completeness check)."""
+    whole = table[table["kind"].isin(["embed", "attn", "mlp", "bias"])]
+    sums = whole.groupby("token", sort=False)["value"].sum()
+    for label, tid in tokens.items():
+        real = float(logits[tid])
+        if abs(sums[label] - real) > atol * max(1.0, abs(real)):
+            raise LensLabError(
+                f"the components sum to {sums[label]:.5f}, not the logit {real:.5f} of "
+                f"{label!r}: this architecture's residual stream is not embeddings + attention "
+                "outputs + MLP outputs (extra norms around the sublayers?)",
+                fix="map the attention and MLP outputs that are added to the residual stream "
+                "with the model config's `arch:` block, or skip F10 for this model",
+            )
+
+
+def _check_heads(table: pd.DataFrame, atol: float) -> None:
+    """Heads plus the projection bias must add up to their block's attention term."""
+    split = table[table["kind"].isin(["head", "attn_bias"])].groupby(["layer", "token"])["value"]
+    whole = table[table["kind"] == "attn"].set_index(["layer", "token"])["value"]
+    gap = (split.sum() - whole).abs()
+    if float(gap.max()) > atol * max(1.0, float(whole.abs().max())):
+        raise LensLabError(
+            "per-head terms do not add up to the attention output (max gap "
+            f"{float(gap.max()):.5f}): the output projection is not the attention's last step",
+            fix="run direct logit attribution with heads=False (per block only)",
+        )
+
+
+def dla_table(
+    adapter: ModelAdapter, prompt_set, prepend_bos: bool | None = None, heads: bool = True
+) -> pd.DataFrame:
+    """F10 table: direct logit attribution at the last position of every prompt that names
+    an answer, for the answer and each tracked target. Adds ``prompt_id`` and ``answer``."""
+    from lenslab.prompts import encode_set
+
+    frames = []
+    for p in encode_set(adapter.tokenizer, prompt_set, prepend_bos):
+        if p.answer_id is None:
+            continue
+        answer = adapter.tokenizer.decode([p.answer_id]).strip()
+        tokens = {answer: p.answer_id, **{w: i for w, i in p.target_ids.items() if w != answer}}
+        table = direct_logit_attribution(adapter, p.input_ids, tokens, heads=heads)
+        frames.append(table.assign(prompt_id=p.id, answer=answer))
+    if not frames:
+        raise LensLabError(
+            f"prompt set {prompt_set.get('name', '?')!r} has no prompt with an `answer`",
+            fix="give the prompts of an F10 prompt set an `answer` (and `targets` to compare)",
+        )
+    cols = ["prompt_id", "answer", "token", "component", "kind", "layer", "head", "value"]
+    return pd.concat(frames, ignore_index=True)[cols]
