@@ -21,6 +21,7 @@ include: "workflow/rules/difference.smk"
 include: "workflow/rules/lens.smk"
 include: "workflow/rules/tuned_lens.smk"
 include: "workflow/rules/patching.smk"
+include: "workflow/rules/attribution.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -68,6 +68,8 @@ def test_test_study_produces_figures_and_report(study_run):
     for ext in ("png", "svg", "json"):
         assert figure.with_suffix(f".{ext}").stat().st_size > 0
     assert html.escape(read_json(figure.with_suffix(".json"))["caption"]) in report
+    f10 = read_json(results / "figures" / "F10_embedded-test_embedded_facts.json")
+    assert f10["figure"] == "F10" and html.escape(f10["caption"]) in report
     assert str(study_run) not in report and str(REPO) not in report  # no absolute paths
 
 
@@ -112,5 +114,5 @@ def test_paper_study_dry_run(tmp_path):
     """The hub models cannot be downloaded here; the DAG and configs are still checked."""
     out = snakemake(tmp_path, "-n", "--config", "study=paper")
     jobs = jobs_in(out)
-    assert jobs["extract"] >= 2 and jobs["figure_F1"] == 2
+    assert jobs["extract"] >= 2 and jobs["figure_F1"] == 2 and jobs["figure_F10"] == 2
     assert "train_embedded" not in jobs

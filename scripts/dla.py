@@ -1,0 +1,12 @@
+"""Rule dla (F10 table): direct logit attribution of one prompt set under one model."""
+
+from lenslab.attribution.dla import dla_table
+from lenslab.io import write_parquet
+from lenslab.models import load_model
+from lenslab.runtime import setup
+
+setup(snakemake.threads)
+params = snakemake.params
+adapter = load_model(params.model, params.model_path)
+table = dla_table(adapter, params.prompts, params.model.get("prepend_bos"))
+write_parquet(table, snakemake.output.table)

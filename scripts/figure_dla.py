@@ -1,0 +1,9 @@
+"""Rule figure_F10: direct logit attribution bars and head heatmap."""
+
+from lenslab.figures.dla import plot_dla
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+fig, caption = plot_dla(read_parquet(snakemake.input.table), model)
+save_figure(fig, snakemake.output.png, f"F10 direct logit attribution, {model}, {prompts}", caption)
