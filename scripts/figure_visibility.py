@@ -1,0 +1,10 @@
+"""Rule figure_F15: what one hidden state sees and reaches."""
+
+from lenslab.figures.save import save_figure
+from lenslab.figures.visibility import plot_visibility
+from lenslab.io import read_parquet
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+table = read_parquet(snakemake.input.table)
+fig, caption = plot_visibility(table, snakemake.params.layer, snakemake.params.position, model)
+save_figure(fig, snakemake.output.png, f"F15 visibility, {model}, {prompts}", caption)

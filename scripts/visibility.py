@@ -1,0 +1,14 @@
+"""Rule visibility (F15 table): influence between all hidden states of one prompt."""
+
+from lenslab.io import write_parquet
+from lenslab.models import load_model
+from lenslab.runtime import setup
+from lenslab.visibility import visibility_table
+
+setup(snakemake.threads)
+params = snakemake.params
+adapter = load_model(params.model, params.model_path)
+table = visibility_table(
+    adapter, params.prompts, params.prompt, params.normalise, params.model.get("prepend_bos")
+)
+write_parquet(table, snakemake.output.table)

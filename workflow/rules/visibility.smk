@@ -1,0 +1,37 @@
+# F15: visibility (seed 003): gradient-based influence between hidden states.
+# Table: one row per (query layer, query position, layer, position) for one prompt.
+
+
+rule visibility:
+    input:
+        unpack(model_input),
+        code=lib("visibility", "prompts", "models"),
+    output:
+        table="results/visibility/{model}/{prompts}.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+        prompt=lambda w: figure_options("F15").get("prompt"),
+        normalise=lambda w: figure_options("F15").get("normalise", True),
+    threads: 2
+    script:
+        "../../scripts/visibility.py"
+
+
+rule figure_F15:
+    input:
+        table=rules.visibility.output.table,
+        code=lib("figures/visibility", "figures/save"),
+    output:
+        png="results/figures/F15_{model}_{prompts}.png",
+        svg="results/figures/F15_{model}_{prompts}.svg",
+        caption="results/figures/F15_{model}_{prompts}.json",
+    params:
+        layer=lambda w: figure_options("F15").get("layer", -1),
+        position=lambda w: figure_options("F15").get("position", -1),
+    script:
+        "../../scripts/figure_visibility.py"
+
+
+register_figure("F15", lambda m, p: figure_files("F15", m, p))
