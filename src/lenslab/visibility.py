@@ -25,25 +25,13 @@ def query_scalar(h: Tensor, normalise: bool = True) -> Tensor:
     return (h / h.norm() if normalise else h).abs().sum()
 
 
-def _states_with_grad(adapter: ModelAdapter, input_ids: list[int]) -> list[Tensor]:
-    """resid[0..L] of one forward pass as nodes of the autograd graph, each [1, T, D] (the
-    tensors themselves: a view of them would not be an ancestor of later states)."""
-    states: list[Tensor] = []
-    embed = adapter.model.get_input_embeddings()
-    ids = torch.tensor([input_ids], device=adapter.device)
-    inputs_embeds = embed(ids).detach().requires_grad_(True)
-    with torch.enable_grad(), adapter.record_resid(states):
-        adapter.model(inputs_embeds=inputs_embeds)
-    return states
-
-
 def influence(adapter: ModelAdapter, input_ids: list[int], normalise: bool = True) -> Tensor:
     """``V[l, t, l', t']`` as a float tensor [(L+1), T, (L+1), T] (one backward per query).
 
     Raises LensLabError if any influence flows from a later position or a later layer: the
     model (or its attention mask) is then not causal and the figure would mislead.
     """
-    states = _states_with_grad(adapter, input_ids)
+    _, states = adapter.run_with_resid_graph(input_ids)
     n_states, n_pos = len(states), len(input_ids)
     out = torch.zeros(n_states, n_pos, n_states, n_pos)
     for layer in range(n_states):

@@ -216,6 +216,17 @@ class ModelAdapter:
             logits = self.forward(input_ids, attention_mask)
         return logits, torch.stack(states)
 
+    def run_with_resid_graph(self, input_ids: list[int]) -> tuple[Tensor, list[Tensor]]:
+        """Logits [1, T, V] and resid[0..L] (each [1, T, D]) of one prompt, inside the autograd
+        graph, for gradients with respect to hidden states. The states are the tensors the
+        blocks pass on (a view of them would not be an ancestor of later states)."""
+        states: list[Tensor] = []
+        ids = torch.tensor([input_ids], device=self.device)
+        embeds = self.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        with torch.enable_grad(), self.record_resid(states):
+            logits = self.model(inputs_embeds=embeds).logits
+        return logits, states
+
     @contextlib.contextmanager
     def record_resid(self, states: list[Tensor]) -> Iterator[None]:
         """Append resid[0..L] to ``states`` during the forward passes inside the block."""
