@@ -29,4 +29,4 @@ bench: setup
 
 clean-results:
 	rm -rf results/models results/activations results/lens results/tables results/figures \
-	       results/patching results/attribution results/visibility results/tuned_lens results/logs results/report.html .snakemake
+	       results/patching results/attribution results/iterative results/visibility results/tuned_lens results/logs results/report.html .snakemake

@@ -22,6 +22,7 @@ include: "workflow/rules/lens.smk"
 include: "workflow/rules/tuned_lens.smk"
 include: "workflow/rules/patching.smk"
 include: "workflow/rules/attribution.smk"
+include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
 include: "workflow/rules/report.smk"
 

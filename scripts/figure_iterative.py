@@ -1,0 +1,11 @@
+"""Rule figure_F14: per-block cosine between residual update and negative loss gradient."""
+
+from lenslab.figures.iterative import plot_iterative
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+fig, caption = plot_iterative(read_parquet(snakemake.input.table), model)
+save_figure(
+    fig, snakemake.output.png, f"F14 residual updates vs gradients, {model}, {prompts}", caption
+)

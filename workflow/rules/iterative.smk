@@ -1,0 +1,32 @@
+# F14: residual updates vs gradients (seed 002; Belrose et al. 2023 fig 19).
+# Table: one row per (prompt, block, position) with cos(update, -grad of the final loss).
+
+
+rule iterative:
+    input:
+        unpack(model_input),
+        code=lib("iterative", "prompts", "models"),
+    output:
+        table="results/iterative/{model}/{prompts}.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+    threads: 2
+    script:
+        "../../scripts/iterative.py"
+
+
+rule figure_F14:
+    input:
+        table=rules.iterative.output.table,
+        code=lib("figures/iterative", "figures/save", "stats/aggregate"),
+    output:
+        png="results/figures/F14_{model}_{prompts}.png",
+        svg="results/figures/F14_{model}_{prompts}.svg",
+        caption="results/figures/F14_{model}_{prompts}.json",
+    script:
+        "../../scripts/figure_iterative.py"
+
+
+register_figure("F14", lambda m, p: figure_files("F14", m, p))
