@@ -1,0 +1,116 @@
+"""F16: look-ahead (does layer l at position t already predict tokens t+2, t+3?) and detours
+(does the way to the answer pass through another word?), both through the logit lens."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lenslab.stats.aggregate import mean_ci
+
+TOP_COLUMNS = [f"top{i}_id" for i in range(1, 6)]
+
+
+def lookahead_hits(table: pd.DataFrame, max_ahead: int = 3) -> pd.DataFrame:
+    """Per (layer, ahead k): the fraction of positions t whose lens top-5 at (layer, t) holds
+    the token at t + k (k = 1 is the ordinary next token). ``table`` is a lens table."""
+    rows = []
+    for _, g in table.groupby("prompt_id", sort=False):
+        ids = g.drop_duplicates("position").set_index("position")["token_id"].sort_index()
+        for layer, rows_l in g.groupby("layer"):
+            top = rows_l.set_index("position")[TOP_COLUMNS].sort_index()
+            for k in range(1, max_ahead + 1):
+                future = ids.shift(-k).reindex(top.index)
+                ok = future.notna()
+                hit = top[ok].eq(future[ok], axis=0).any(axis=1)
+                rows += [(layer, k, float(h)) for h in hit]
+    hits = pd.DataFrame(rows, columns=["layer", "ahead", "hit"])
+    out = []
+    for (layer, k), g in hits.groupby(["layer", "ahead"]):
+        m, lo, hi = mean_ci(g["hit"].to_numpy(), bounds=(0.0, 1.0))
+        out.append((layer, k, m, lo, hi, len(g)))
+    return pd.DataFrame(out, columns=["layer", "ahead", "top5", "ci_low", "ci_high", "n"])
+
+
+def plot_lookahead(table: pd.DataFrame, model: str, max_ahead: int = 3) -> tuple[Figure, str]:
+    stats = lookahead_hits(table, max_ahead)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for k, g in stats.groupby("ahead"):
+        label = "t+1 (next token)" if k == 1 else f"t+{k}"
+        ax.plot(g["layer"], g["top5"], "o-", label=label)
+        ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("token at t+k in the lens top-5 at t")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    last = stats[stats["layer"] == stats["layer"].max()].set_index("ahead")["top5"]
+    best2 = stats[stats["ahead"] == 2].set_index("layer")["top5"]
+    caption = (
+        f"Look-ahead through the logit lens on {model}: the share of positions t at which the "
+        "token at t+k is among the lens's top 5 at layer l (95% CI). At the output: "
+        + ", ".join(f"t+{k} {v:.2f}" for k, v in last.items())
+        + (
+            f"; t+2 peaks at layer {int(best2.idxmax())} ({best2.max():.2f})."
+            if len(best2)
+            else "."
+        )
+    )
+    return fig, caption
+
+
+def detour_curves(targets: pd.DataFrame) -> pd.DataFrame:
+    """Per (layer, role): mean lens probability at each prompt's last position of the answer
+    (role answer) and of the prompt's first other tracked word (role other)."""
+    last = targets[targets["position"] == targets.groupby("prompt_id")["position"].transform("max")]
+    # A word listed both as the answer and among the targets has a row per role: keep one.
+    last = last.drop_duplicates(["prompt_id", "layer", "target"])
+    rows = []
+    for pid, g in last.groupby("prompt_id", sort=False):
+        answer = g.loc[g["role"] == "answer", "target"].iloc[0]
+        others = [t for t in dict.fromkeys(g["target"]) if t != answer]
+        if not others:
+            continue
+        for role, word in (("answer", answer), ("other", others[0])):
+            for layer, p in g[g["target"] == word][["layer", "prob"]].itertuples(index=False):
+                rows.append((pid, layer, role, float(p)))
+    if not rows:
+        raise ValueError("no prompt tracks a word besides its answer: give prompts `targets`")
+    per = pd.DataFrame(rows, columns=["prompt_id", "layer", "role", "prob"])
+    out = []
+    for (layer, role), g in per.groupby(["layer", "role"]):
+        m, lo, hi = mean_ci(g["prob"].to_numpy(), bounds=(0.0, 1.0))
+        out.append((layer, role, m, lo, hi, len(g)))
+    return pd.DataFrame(out, columns=["layer", "role", "prob", "ci_low", "ci_high", "n"])
+
+
+def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
+    curves = detour_curves(targets)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    names = {"answer": "answer (target-language word)", "other": "other word (same concept)"}
+    for role, g in curves.groupby("role"):
+        ax.plot(g["layer"], g["prob"], "o-", label=names[role])
+        ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("logit-lens probability at the last position")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    other = curves[curves["role"] == "other"].set_index("layer")["prob"]
+    answer = curves[curves["role"] == "answer"].set_index("layer")["prob"]
+    detour = other[other > answer]
+    n = int(curves["n"].max())
+    caption = (
+        f"Detour through the logit lens on {model}, {n} prompts: probability of the answer and "
+        "of the other tracked word for the same concept at the last position, per layer (95% "
+        "CI). The tuned lens is not used here on purpose: it is trained to map every layer onto "
+        "the final output, so it would hide a detour. "
+        + (
+            f"The other word leads at layers {', '.join(str(int(x)) for x in detour.index)} "
+            f"(peak {other.max():.2f} at layer {int(other.idxmax())})."
+            if len(detour)
+            else f"The other word never leads (peak {other.max():.2f})."
+        )
+    )
+    return fig, caption
