@@ -115,5 +115,5 @@ def test_paper_study_dry_run(tmp_path):
     out = snakemake(tmp_path, "-n", "--config", "study=paper")
     jobs = jobs_in(out)
     assert jobs["extract"] >= 2 and jobs["figure_F1"] == 2 and jobs["figure_F10"] == 2
-    assert jobs["figure_F14"] == 2 and jobs["figure_F15"] == 2
+    assert jobs["figure_F14"] == 2 and jobs["figure_F15"] == 2 and jobs["figure_F16"] == 2
     assert "train_embedded" not in jobs
