@@ -152,7 +152,7 @@ def test_spaced_templates_match_the_tokenizer():
 
 def test_shallow_stage_reads_only_copy_and_repeat_text():
     s = parse_settings(_embedded_block("embedded-test"))
-    assert stage_plan(s) == [(2, 0, 600), (6, 600, 1300)]
+    assert stage_plan(s) == [(2, 0, 1200), (6, 1200, 2000)]
     stream = training_stream(s, VOCAB, TOK.eos_token_id, TOK.pad_token_id)
     assert stream.shape == (s.steps * s.batch_size, s.seq_len)
     n1 = s.stage1_steps * s.batch_size
@@ -163,6 +163,26 @@ def test_shallow_stage_reads_only_copy_and_repeat_text():
 
 
 # -- training ---------------------------------------------------------------------------------
+
+
+def test_shallow_stage_ends_once_copying_is_learned(tmp_path, monkeypatch):
+    from lenslab.embedded import train
+
+    checked = []
+
+    def fake_evaluate(model, vocab, items):
+        checked.append(sorted(items))
+        return {name: 1.0 for name in items}
+
+    monkeypatch.setattr(train, "COPY_CHECK_EVERY", 2)
+    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    cfg = {**MICRO, "n_layer": 3, "stage1_layers": 2, "stage1_steps": 5, "steps": 8}
+    metrics = train.train_embedded_model(cfg, tmp_path / "m", progress=False)
+    assert metrics["stage1_steps_run"] == 2  # the first check passed: 3 steps skipped
+    assert checked[0] == ["copy"]
+    full = train.train_embedded_model({**cfg, "stage1_copy_target": 0.0}, tmp_path / "n", False)
+    assert full["stage1_steps_run"] == 5
+    assert full["tokens_seen"] > metrics["tokens_seen"]
 
 
 def test_grown_model_computes_the_same_function():

@@ -374,28 +374,19 @@ def test_figures_mark_subject_and_state_conventions(gpt2: ModelAdapter, tmp_path
 
 # -- the embedded model ----------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the shipped embedded model's block 0 moves the subject into later positions: "
-    "restoring the subject's block-0 output recovers 0.03 on average (noise mode); see README",
-)
-def test_embedded_model_last_subject_token_carries_the_fact(request) -> None:
+def test_embedded_model_last_subject_token_carries_the_fact(embedded_test_dir) -> None:
     """ROME's finding on the trained embedded model: restoring the last subject token's
-    residual stream in an early layer recovers most of the clean answer."""
+    residual stream in an early layer recovers most of the clean answer. (The world's fact
+    tables, "Capitals : France Paris , ...", make the subject's own position hold its
+    attributes; without them the subject moved to the last token inside block 0.)"""
     from omegaconf import OmegaConf
 
     from lenslab.models.load import load_model
 
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    needed = [conf / "model/embedded-test.yaml", conf / "prompts/embedded_facts.yaml"]
-    if not all(p.exists() for p in needed):
-        pytest.skip(f"the embedded model or prompt set is not there yet ({needed})")
-    try:
-        model_dir = request.getfixturevalue("embedded_test_dir")
-    except pytest.FixtureLookupError:
-        pytest.skip("fixture embedded_test_dir is not available yet")
+    facts = Path(__file__).resolve().parents[1] / "conf/prompts/embedded_facts.yaml"
+    model_dir = embedded_test_dir
     adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=model_dir)
-    prompt_set = OmegaConf.to_container(OmegaConf.load(needed[1]), resolve=True)
+    prompt_set = OmegaConf.to_container(OmegaConf.load(facts), resolve=True)
     prompt_set["prompts"] = [p for p in prompt_set["prompts"] if p.get("subject")][:4]
     prompt_set["pairs"] = []
     patching = parse_config({"mode": "noise", "kinds": ["resid"], "noise_samples": 5})
@@ -403,3 +394,7 @@ def test_embedded_model_last_subject_token_carries_the_fact(request) -> None:
     norm = table[(table["metric"] == "norm_ld") & table["is_subject"] & (table["layer"] == 0)]
     last_subject = norm.loc[norm.groupby("prompt_id")["position"].idxmax()]
     assert last_subject["value"].mean() > 0.5, last_subject[["prompt_id", "token", "value"]]
+    # ...while the last token's early state carries little of it (ROME's contrast).
+    early = table[(table["metric"] == "norm_ld") & (table["layer"] == 0)]
+    last_token = early.loc[early.groupby("prompt_id")["position"].idxmax()]
+    assert last_token["value"].mean() < last_subject["value"].mean() - 0.2, last_token

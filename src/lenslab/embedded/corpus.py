@@ -85,6 +85,14 @@ class World:
         ]
         return " , ".join(entries) + " ."
 
+    def tables(self, rng: random.Random) -> str:
+        relation = rng.choice(sorted(world.TABLE_HEADERS))
+        rows = [
+            f"{c.name} {getattr(c, relation)}"
+            for c in rng.sample(self.countries, rng.randint(2, 5))
+        ]
+        return world.TABLE_HEADERS[relation] + " " + " , ".join(rows) + " ."
+
     def fewshot(self, rng: random.Random) -> str:
         template = world.FEWSHOT[rng.choice(sorted(world.FEWSHOT))]
         n = rng.randint(2, 4)

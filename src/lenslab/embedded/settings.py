@@ -21,6 +21,7 @@ MIX_KEYS = (
     "copy",
     "repeat",
     "descriptions",
+    "tables",
     "fewshot",
     "translation",
     "concepts",
@@ -41,6 +42,7 @@ class EmbeddedSettings:
             "copy": 0.2,
             "repeat": 0.15,
             "descriptions": 0.07,
+            "tables": 0.15,
             "fewshot": 0.08,
             "translation": 0.12,
             "concepts": 0.03,
@@ -55,17 +57,20 @@ class EmbeddedSettings:
     # induction heads form) within a CPU-sized budget instead of after a long plateau.
     init_std: float = 0.08
     # -- training ----------------------------------------------------------------------------
-    steps: int = 1300  # total optimizer steps (both stages)
+    steps: int = 2000  # total optimizer steps (both stages)
     # Stage 1 trains a shallow model of ``stage1_layers`` blocks for ``stage1_steps`` steps; it
     # is then grown to ``n_layer`` blocks (trained blocks spread out, identity blocks between)
     # and trained for the remaining steps. Shallow models form induction (copy) heads within a
     # CPU budget; a 6-block model trained from scratch does not. 0 disables the stage.
     stage1_layers: int = 2
-    stage1_steps: int = 600
+    stage1_steps: int = 1200
     # Document mix of the shallow stage; kinds not listed get weight 0, and an empty mapping
     # means ``mix``. Copy-only practice lets the shallow model form induction heads without
     # also settling where facts are looked up (the deep model learns facts across its depth).
-    stage1_mix: dict[str, float] = field(default_factory=lambda: {"copy": 0.5, "repeat": 0.5})
+    stage1_mix: dict[str, float] = field(default_factory=lambda: {"copy": 0.3, "repeat": 0.7})
+    # The shallow stage ends early (checked every 50 steps) once copying seen slot words is
+    # this accurate; ``stage1_steps`` is then only a cap. 0: always run ``stage1_steps``.
+    stage1_copy_target: float = 0.95
     # The first blocks of the grown model keep their shallow-stage weights: block 0 then stays
     # a copy-trained block (previous-token heads), and facts are looked up in later blocks.
     stage2_frozen_blocks: int = 1
@@ -170,6 +175,7 @@ def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
         (s.lr > 0 and 0 <= s.min_lr_frac <= 1, "lr > 0 and 0 <= min_lr_frac <= 1"),
         (s.init_std > 0, "init_std > 0"),
         (s.stage2_lr_mult > 0, "stage2_lr_mult > 0"),
+        (0 <= s.stage1_copy_target <= 1, "0 <= stage1_copy_target <= 1"),
         (0 <= s.stage2_frozen_blocks < s.n_layer, "0 <= stage2_frozen_blocks < n_layer"),
         (0 <= s.stage1_layers <= s.n_layer, "0 <= stage1_layers <= n_layer"),
         (len(stage_plan(s)) == 1 or s.stage1_steps < s.steps, "stage1_steps < steps"),

@@ -146,6 +146,9 @@ def train_embedded_model(
     return _train(parse_settings(settings), Path(out_dir), progress)
 
 
+COPY_CHECK_EVERY = 50  # steps between copy checks in the shallow stage
+
+
 class _Run:
     """The mutable state of one training run: data, model, losses, progress."""
 
@@ -164,6 +167,7 @@ class _Run:
         self.redraw = torch.Generator().manual_seed(s.seed + 7919)
         self.losses: list[float] = []
         self.tokens_seen = 0
+        self.stage1_steps_run = 0
         self.model: GPT2LMHeadModel | None = None
         self.bar = tqdm(total=s.steps, desc="embedded model", disable=not progress, mininterval=2.0)
 
@@ -181,11 +185,30 @@ class _Run:
         opt = _optimizer(self.model, s)
         self.model.train()
         peak = 1.0 if first == 0 else s.stage2_lr_mult
+        shallow = first == 0 and n_layer < s.n_layer
         for step in range(first, last):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step - first, s, last - first) * peak
             self.step(opt, self.data[step * s.batch_size : (step + 1) * s.batch_size])
             self.report(step, n_layer, last)
+            if shallow and self.copy_learned(step):
+                self.stage1_steps_run = step + 1
+                self.bar.update(last - step - 1)  # the skipped steps of the shallow stage
+                return
+        if shallow:
+            self.stage1_steps_run = last
+
+    def copy_learned(self, step: int) -> bool:
+        """Whether the shallow stage may end: every ``COPY_CHECK_EVERY`` steps, the copy
+        accuracy on seen slot words reaches ``stage1_copy_target`` (0: never end early).
+        Induction heads form at a seed-dependent step, so a fixed length either wastes time or
+        ends before they form."""
+        s = self.s
+        if s.stage1_copy_target <= 0 or (step + 1) % COPY_CHECK_EVERY:
+            return False
+        acc = evaluate(self.model, self.vocab, {"copy": self.items["copy_seen"]})["copy"]
+        self.model.train()
+        return acc >= s.stage1_copy_target
 
     def step(self, opt: torch.optim.Optimizer, batch: torch.Tensor) -> None:
         s, model = self.s, self.model
@@ -229,6 +252,7 @@ class _Run:
             "settings": s.to_dict(),
             "final_loss": round(sum(tail) / len(tail), 6),
             "tokens_seen": self.tokens_seen,
+            "stage1_steps_run": self.stage1_steps_run,
             "n_params": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(self.vocab),
             "n_items": {k: len(v) for k, v in self.items.items()},

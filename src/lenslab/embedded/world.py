@@ -127,6 +127,15 @@ DESCRIPTIONS: dict[str, str] = {
     "language": "{language} : language of {name}",
 }
 
+# Tables: a header names the relation, then "country attribute" pairs. The token after a country
+# is its attribute, so the country's own position learns to hold its attributes.
+TABLE_HEADERS: dict[str, str] = {
+    "capital": "Capitals :",
+    "language": "Languages :",
+    "currency": "Currencies :",
+    "continent": "Continents :",
+}
+
 # Few-shot relation prompts for the attribute lens use these canonical forms.
 FEWSHOT: dict[str, str] = {
     "capital": "The capital city of {name} is {capital} .",
@@ -336,6 +345,7 @@ def all_texts() -> Iterable[str]:
         for templates in group.values():
             yield from templates
     yield from DESCRIPTIONS.values()
+    yield from TABLE_HEADERS.values()
     yield from FEWSHOT.values()
     yield from COPY_TEMPLATES
     yield REPEAT_TEMPLATE
