@@ -295,7 +295,7 @@ def _train(
             "data_s": round(t_data - t_start, 3),
             "train_s": round(t_train - t_data, 3),
             "train_cpu_s": round(c_train - c_data, 3),
-            "s_per_step": round((t_train - t_data) / s.steps, 4),
+            "s_per_step": round((t_train - t_data) / len(run.losses), 4),
             "eval_s": round(t_eval - t_train, 3),
             "total_s": round(time.perf_counter() - t_start, 3),
             "num_threads": s.num_threads,
