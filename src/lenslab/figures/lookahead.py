@@ -99,7 +99,7 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
     fig.tight_layout()
     other = curves[curves["role"] == "other"].set_index("layer")["prob"]
     answer = curves[curves["role"] == "answer"].set_index("layer")["prob"]
-    detour = other[other > answer]
+    detour = other[(other > answer) & (other >= 0.01)]  # near-zero ties are no detour
     n = int(curves["n"].max())
     caption = (
         f"Detour through the logit lens on {model}, {n} prompts: probability of the answer and "
@@ -110,7 +110,7 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
             f"The other word leads at layers {', '.join(str(int(x)) for x in detour.index)} "
             f"(peak {other.max():.2f} at layer {int(other.idxmax())})."
             if len(detour)
-            else f"The other word never leads (peak {other.max():.2f})."
+            else f"The other word never leads with probability 0.01 or more (peak {other.max():.2f})."
         )
     )
     return fig, caption
