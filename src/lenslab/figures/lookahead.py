@@ -12,6 +12,20 @@ from lenslab.stats.aggregate import mean_ci
 TOP_COLUMNS = [f"top{i}_id" for i in range(1, 6)]
 
 
+def _layer_curves(stats: pd.DataFrame, by: str, value: str, labels: dict, ylabel: str) -> Figure:
+    """One line per ``by`` group over layers, with its confidence band, on a 0..1 axis."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for key, g in stats.groupby(by):
+        ax.plot(g["layer"], g[value], "o-", label=labels[key])
+        ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def lookahead_hits(table: pd.DataFrame, max_ahead: int = 3) -> pd.DataFrame:
     """Per (layer, ahead k): the fraction of positions t whose lens top-5 at (layer, t) holds
     the token at t + k (k = 1 is the ordinary next token). ``table`` is a lens table."""
@@ -35,16 +49,8 @@ def lookahead_hits(table: pd.DataFrame, max_ahead: int = 3) -> pd.DataFrame:
 
 def plot_lookahead(table: pd.DataFrame, model: str, max_ahead: int = 3) -> tuple[Figure, str]:
     stats = lookahead_hits(table, max_ahead)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for k, g in stats.groupby("ahead"):
-        label = "t+1 (next token)" if k == 1 else f"t+{k}"
-        ax.plot(g["layer"], g["top5"], "o-", label=label)
-        ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("token at t+k in the lens top-5 at t")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    labels = {k: "t+1 (next token)" if k == 1 else f"t+{k}" for k in stats["ahead"].unique()}
+    fig = _layer_curves(stats, "ahead", "top5", labels, "token at t+k in the lens top-5 at t")
     last = stats[stats["layer"] == stats["layer"].max()].set_index("ahead")["top5"]
     best2 = stats[stats["ahead"] == 2].set_index("layer")["top5"]
     caption = (
@@ -87,16 +93,10 @@ def detour_curves(targets: pd.DataFrame) -> pd.DataFrame:
 
 def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
     curves = detour_curves(targets)
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     names = {"answer": "answer (target-language word)", "other": "other word (same concept)"}
-    for role, g in curves.groupby("role"):
-        ax.plot(g["layer"], g["prob"], "o-", label=names[role])
-        ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("logit-lens probability at the last position")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig = _layer_curves(
+        curves, "role", "prob", names, "logit-lens probability at the last position"
+    )
     other = curves[curves["role"] == "other"].set_index("layer")["prob"]
     answer = curves[curves["role"] == "answer"].set_index("layer")["prob"]
     detour = other[(other > answer) & (other >= 0.01)]  # near-zero ties are no detour
