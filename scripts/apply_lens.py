@@ -10,7 +10,7 @@ from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 from lenslab.stats.lens_stats import apply_lens, parse_lens_config
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 cfg = parse_lens_config(params.lens)
 name = snakemake.wildcards.lens

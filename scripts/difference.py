@@ -10,7 +10,7 @@ from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 pairs = params.prompts["pairs"]
 if not pairs:

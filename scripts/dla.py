@@ -5,7 +5,7 @@ from lenslab.io import write_parquet
 from lenslab.models import load_model
 from lenslab.runtime import setup
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
 table = dla_table(adapter, params.prompts, params.model.get("prepend_bos"))

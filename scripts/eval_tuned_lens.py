@@ -13,7 +13,7 @@ from lenslab.runtime import setup
 
 params = snakemake.params
 settings = parse_settings(params.tuned)
-setup(snakemake.threads, seed=settings.eval.seed)
+setup(seed=settings.eval.seed)
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log
     adapter = load_model(params.model, params.model_path)

@@ -8,7 +8,7 @@ from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
 prompts = encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))

@@ -6,7 +6,7 @@ from lenslab.io import read_parquet
 from lenslab.runtime import setup
 from lenslab.stats.config import parse_lens_config
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 fig, title, caption = make_distances(
     read_parquet(snakemake.input.means),

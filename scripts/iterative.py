@@ -5,7 +5,7 @@ from lenslab.iterative import iterative_table
 from lenslab.models import load_model
 from lenslab.runtime import setup
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
 table = iterative_table(adapter, params.prompts, params.model.get("prepend_bos"))

@@ -8,7 +8,7 @@ from lenslab.runtime import setup
 from lenslab.stats.aggregate import compare_lenses, layer_means, target_means
 from lenslab.stats.config import parse_lens_config
 
-setup(snakemake.threads)
+setup()
 cfg = parse_lens_config(snakemake.params.lens)
 table = pd.concat([read_parquet(p) for p in snakemake.input.tables], ignore_index=True)
 tracked = pd.concat([read_parquet(p) for p in snakemake.input.targets], ignore_index=True)

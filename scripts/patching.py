@@ -8,7 +8,7 @@ from lenslab.patching import parse_config, run_patching
 from lenslab.runtime import setup
 
 logging.basicConfig(level=logging.INFO)
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 cfg = parse_config(params.patching)
 adapter = load_model(params.model, params.model_path)

@@ -12,7 +12,7 @@ from lenslab.runtime import setup
 
 params = snakemake.params
 settings = parse_settings(params.tuned)
-setup(snakemake.threads, seed=settings.train.seed)
+setup(seed=settings.train.seed)
 with open(snakemake.log[0], "w") as log:
     sys.stderr = log  # the progress bar (loss per layer) goes to the log
     adapter = load_model(params.model, params.model_path)

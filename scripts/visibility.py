@@ -5,7 +5,7 @@ from lenslab.models import load_model
 from lenslab.runtime import setup
 from lenslab.visibility import visibility_table
 
-setup(snakemake.threads)
+setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
 table = visibility_table(

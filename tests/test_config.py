@@ -60,3 +60,15 @@ def test_unknown_model_config_lists_the_choices():
 def test_pair_naming_a_missing_prompt_is_an_error():
     with pytest.raises(LensLabError, match="unknown prompt id 'nowhere'"):
         load_config("paper", ["prompts.capital_pair.pairs.0.corrupt=nowhere"])
+
+
+def test_compute_threads_come_from_the_environment_not_the_scheduler(monkeypatch):
+    from lenslab.runtime import compute_threads
+
+    monkeypatch.delenv("LENSLAB_THREADS", raising=False)
+    assert compute_threads() == 2
+    monkeypatch.setenv("LENSLAB_THREADS", "3")
+    assert compute_threads() == 3
+    monkeypatch.setenv("LENSLAB_THREADS", "two")
+    with pytest.raises(ValueError, match="LENSLAB_THREADS must be a positive integer"):
+        compute_threads()
