@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
+from lenslab.prompts import encode_set
 
 
 def update_gradient_cosines(adapter: ModelAdapter, input_ids: list[int]) -> torch.Tensor:
@@ -37,8 +38,6 @@ def update_gradient_cosines(adapter: ModelAdapter, input_ids: list[int]) -> torc
 
 def iterative_table(adapter: ModelAdapter, prompt_set, prepend_bos: bool | None = None):
     """F14 table: one row per (prompt, block, position) with the cosine."""
-    from lenslab.prompts import encode_set
-
     rows = []
     for p in encode_set(adapter.tokenizer, prompt_set, prepend_bos):
         cos = update_gradient_cosines(adapter, p.input_ids)

@@ -13,11 +13,13 @@ The scalar is ``sum(|h / ||h||_2|)`` (``normalise=True``, the blog's public code
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
+from lenslab.prompts import encode_set
 
 
 def query_scalar(h: Tensor, normalise: bool = True) -> Tensor:
@@ -82,10 +84,6 @@ def visibility_table(
 ):
     """F15 table for one prompt of the set (the first unless ``prompt_id``): one row per
     (query_layer, query_pos, layer, position) with the summed absolute gradient."""
-    import pandas as pd
-
-    from lenslab.prompts import encode_set
-
     prompts = encode_set(adapter.tokenizer, prompt_set, prepend_bos)
     chosen = [p for p in prompts if prompt_id in (None, p.id)]
     if not chosen:

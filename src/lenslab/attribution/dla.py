@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from lenslab.errors import LensLabError
-from lenslab.models.adapter import ModelAdapter
+from lenslab.models.adapter import ModelAdapter, is_rms_norm, norm_eps
+from lenslab.prompts import encode_set
 
 # Output projections of attention modules, by attribute name, for the per-head split.
 _O_PROJ_NAMES = ("c_proj", "o_proj", "dense", "out_proj")
@@ -40,15 +41,13 @@ def _o_proj(attn: nn.Module) -> nn.Module | None:
 
 @contextlib.contextmanager
 def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
-    """Record resid[0], each block's attention and MLP outputs, and (for ``heads``) the
-    input of each attention output projection, into ``store``."""
+    """Record each block's attention and MLP outputs and (for ``heads``) the input of each
+    attention output projection into ``store``."""
     handles = []
 
     def keep(key):
         def hook(_mod, args, output):
-            out = output[0] if isinstance(output, tuple) else output
-            # OPT's MLP runs on [B*T, D]; bring it back to [B, T, D] like the other states.
-            store[key] = out.reshape(*store["shape"], -1) if out.ndim == 2 else out
+            store[key] = output[0] if isinstance(output, tuple) else output
 
         return hook
 
@@ -58,12 +57,6 @@ def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
 
         return hook
 
-    def keep_resid0(_mod, args, kwargs):
-        store["resid0"] = args[0] if args else kwargs["hidden_states"]
-        store["shape"] = store["resid0"].shape[:2]
-
-    handles.append(adapter.blocks[0].register_forward_pre_hook(keep_resid0, with_kwargs=True))
-    handles.append(adapter.blocks[-1].register_forward_hook(keep("final")))
     for layer in range(adapter.n_layers):
         handles.append(adapter.attn(layer).register_forward_hook(keep(("attn", layer))))
         handles.append(adapter.mlp(layer).register_forward_hook(keep(("mlp", layer))))
@@ -95,7 +88,7 @@ def _frozen_norm(adapter: ModelAdapter, final: Tensor) -> tuple[Tensor, Tensor, 
     d = final.shape[-1]
     if norm is None:
         return torch.ones(d, dtype=final.dtype), torch.zeros(d, dtype=final.dtype), False
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-5)
+    eps = norm_eps(norm)
     weight = getattr(norm, "weight", None)
     gamma = torch.ones(d) if weight is None else weight.detach().float()
     if "gemma" in type(norm).__name__.lower():
@@ -106,7 +99,7 @@ def _frozen_norm(adapter: ModelAdapter, final: Tensor) -> tuple[Tensor, Tensor, 
     if isinstance(norm, nn.LayerNorm):
         s = torch.rsqrt(x.var(unbiased=False) + eps)
         return gamma * s, beta, True
-    if "rms" in type(norm).__name__.lower():
+    if is_rms_norm(norm):
         s = torch.rsqrt(x.pow(2).mean() + eps)
         return gamma * s, beta, False
     raise LensLabError(
@@ -152,14 +145,19 @@ def direct_logit_attribution(
     bias sum to the model's logit (checked to ``atol``, relative to the logit scale).
     """
     store: dict = {}
+    states: list[Tensor] = []
     ids = torch.tensor([input_ids], device=adapter.device)
-    with _record(adapter, heads, store):
+    with _record(adapter, heads, store), adapter.record_resid(states):
         logits = adapter.forward(ids)[0, position].float()
-    parts = [("embed", "embed", -1, -1, store["resid0"][0, position])]
+
+    def at(t: Tensor) -> Tensor:  # OPT's MLP runs on [B*T, D]: view it as [B, T, D] first
+        return t.reshape(*states[0].shape[:2], -1)[0, position]
+
+    parts = [("embed", "embed", -1, -1, at(states[0]))]
     for layer in range(adapter.n_layers):
-        parts.append((f"attn {layer}", "attn", layer, -1, store[("attn", layer)][0, position]))
-        parts.append((f"mlp {layer}", "mlp", layer, -1, store[("mlp", layer)][0, position]))
-    scale, beta, centre = _frozen_norm(adapter, store["final"][0, position])
+        parts.append((f"attn {layer}", "attn", layer, -1, at(store[("attn", layer)])))
+        parts.append((f"mlp {layer}", "mlp", layer, -1, at(store[("mlp", layer)])))
+    scale, beta, centre = _frozen_norm(adapter, at(states[-1]))
     u = adapter.unembed.weight.detach().float()[list(tokens.values())]  # [K, D]
     b = getattr(adapter.unembed, "bias", None)
     const = u @ beta + (0 if b is None else b.detach().float()[list(tokens.values())])
@@ -232,8 +230,6 @@ def dla_table(
 ) -> pd.DataFrame:
     """F10 table: direct logit attribution at the last position of every prompt that names
     an answer, for the answer and each tracked target. Adds ``prompt_id`` and ``answer``."""
-    from lenslab.prompts import encode_set
-
     frames = []
     for p in encode_set(adapter.tokenizer, prompt_set, prepend_bos):
         if p.answer_id is None:

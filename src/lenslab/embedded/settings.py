@@ -74,7 +74,6 @@ class EmbeddedSettings:
     # The first blocks of the grown model keep their shallow-stage weights: block 0 then stays
     # a copy-trained block (previous-token heads), and facts are looked up in later blocks.
     stage2_frozen_blocks: int = 1
-    stage2_lr_mult: float = 1.0  # peak learning rate of the grown model, relative to ``lr``
     # Redraw the seen slot words' embedding rows from the initial distribution at every step,
     # so no weight can memorise a particular slot word: copying must work for any random
     # vector, which is what a held-out word (never trained, still at its initial draw) is.
@@ -174,7 +173,6 @@ def parse_settings(d: Mapping[str, Any] | None) -> EmbeddedSettings:
         (s.steps >= 1 and s.batch_size >= 1, "steps >= 1 and batch_size >= 1"),
         (s.lr > 0 and 0 <= s.min_lr_frac <= 1, "lr > 0 and 0 <= min_lr_frac <= 1"),
         (s.init_std > 0, "init_std > 0"),
-        (s.stage2_lr_mult > 0, "stage2_lr_mult > 0"),
         (0 <= s.stage1_copy_target <= 1, "0 <= stage1_copy_target <= 1"),
         (0 <= s.stage2_frozen_blocks < s.n_layer, "0 <= stage2_frozen_blocks < n_layer"),
         (0 <= s.stage1_layers <= s.n_layer, "0 <= stage1_layers <= n_layer"),

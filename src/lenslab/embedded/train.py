@@ -152,9 +152,8 @@ COPY_CHECK_EVERY = 50  # steps between copy checks in the shallow stage
 class _Run:
     """The mutable state of one training run: data, model, losses, progress."""
 
-    def __init__(self, s: EmbeddedSettings, progress: bool, eval_every: int):
+    def __init__(self, s: EmbeddedSettings, progress: bool):
         self.s = s
-        self.eval_every = eval_every
         self.tok = build_tokenizer(max_length=s.seq_len)
         self.vocab = self.tok.get_vocab()
         self.eos, self.pad = self.tok.eos_token_id, self.tok.pad_token_id
@@ -184,13 +183,12 @@ class _Run:
                 block.requires_grad_(False)
         opt = _optimizer(self.model, s)
         self.model.train()
-        peak = 1.0 if first == 0 else s.stage2_lr_mult
         shallow = first == 0 and n_layer < s.n_layer
         for step in range(first, last):
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step - first, s, last - first) * peak
+                group["lr"] = _lr_at(step - first, s, last - first)
             self.step(opt, self.data[step * s.batch_size : (step + 1) * s.batch_size])
-            self.report(step, n_layer, last)
+            self.report(step, n_layer)
             if shallow and self.copy_learned(step):
                 self.stage1_steps_run = step + 1
                 self.bar.update(last - step - 1)  # the skipped steps of the shallow stage
@@ -230,18 +228,10 @@ class _Run:
         self.tokens_seen += int((~padding).sum())
         self.losses.append(float(loss.detach()))
 
-    def report(self, step: int, n_layer: int, last: int) -> None:
+    def report(self, step: int, n_layer: int) -> None:
         self.bar.update(1)
         if step % 10 == 0 or step == self.s.steps - 1:
             self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}", layers=n_layer)
-        if self.eval_every and ((step + 1) % self.eval_every == 0 or step + 1 == last):
-            acc = evaluate(self.model, self.vocab, self.items)
-            self.model.train()
-            recent = self.losses[-20:]
-            tqdm.write(
-                f"step {step + 1} layers {n_layer} loss {sum(recent) / len(recent):.3f} "
-                + " ".join(f"{k}={v:.2f}" for k, v in acc.items())
-            )
 
     def metrics(self) -> dict:
         s, model = self.s, self.model
@@ -260,9 +250,7 @@ class _Run:
         }
 
 
-def _train(
-    s: EmbeddedSettings, out_dir: Path, progress: bool, eval_every: int = 0, save: bool = True
-) -> dict:
+def _train(s: EmbeddedSettings, out_dir: Path, progress: bool) -> dict:
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
     # Tokens never seen in training get vanishing probabilities; without flushing, their
@@ -271,7 +259,7 @@ def _train(
     torch.use_deterministic_algorithms(True)
     torch.manual_seed(s.seed)
 
-    run = _Run(s, progress, eval_every)
+    run = _Run(s, progress)
     t_data, c_data = time.perf_counter(), time.process_time()
     for n_layer, first, last in stage_plan(s):
         run.stage(n_layer, first, last)
@@ -280,8 +268,6 @@ def _train(
     metrics = run.metrics()
     model, tok = run.model, run.tok
     t_eval = time.perf_counter()
-    if not save:
-        return metrics
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))

@@ -262,10 +262,20 @@ class ModelAdapter:
             handle.remove()
 
 
+def norm_eps(norm: nn.Module) -> float:
+    """The epsilon of a LayerNorm or RMSNorm, whatever the attribute is called."""
+    return getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-5)
+
+
+def is_rms_norm(norm: nn.Module) -> bool:
+    """RMSNorm variants (Llama, Gemma, Qwen, ...) are named so; they do not subtract the mean."""
+    return "rms" in type(norm).__name__.lower()
+
+
 def _normalize_only(norm: nn.Module, h: Tensor) -> Tensor:
     """LayerNorm / RMSNorm without the learned scale and bias."""
-    eps = getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-5)
-    if "rms" in type(norm).__name__.lower():
+    eps = norm_eps(norm)
+    if is_rms_norm(norm):
         hf = h.float()
         return (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
     return nn.functional.layer_norm(h, h.shape[-1:], eps=eps)
