@@ -3,15 +3,16 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup study test lint bench clean-results
+.PHONY: setup study test lint bench lock clean-results
 
 setup: $(VENV)/.installed
 
-# torch is installed first and pinned: the CPU wheel (an unpinned torch pulls CUDA builds).
-$(VENV)/.installed: pyproject.toml
+# Exact versions with hashes from requirements.lock (torch is the CPU wheel 2.13.0+cpu), then
+# lenslab itself, editable, without resolving anything again.
+$(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 study: setup
@@ -26,6 +27,14 @@ lint: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# Refresh the lock after editing pyproject.toml's dependencies: resolve, pin with hashes, and
+# copy the pins into environment.yml. Commit all three files together.
+lock: setup
+	$(BIN)/pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe --strip-extras \
+	    --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(BIN)/python scripts/dev/sync_environment.py
 
 clean-results:
 	rm -rf results/models results/activations results/lens results/tables results/figures \
