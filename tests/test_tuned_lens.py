@@ -353,7 +353,7 @@ def test_linear_cka_and_cosine_known_answers():
     torch.testing.assert_close(cka.diagonal(), torch.ones(3, dtype=torch.float64))
     assert cka[0, 1] == pytest.approx(1.0, abs=1e-9)  # invariant to rotation, scale, shift
     assert cka[0, 2] < 0.2
-    assert torch.equal(cka, cka.T)
+    assert torch.equal(cka, cka.T)  # exact by construction (one division by di * dj)
     cos = mean_cosine(torch.stack([x, 2 * x + 5, -x]))
     assert cos[0, 1] == pytest.approx(1.0) and cos[0, 2] == pytest.approx(-1.0)
 

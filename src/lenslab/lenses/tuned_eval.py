@@ -158,7 +158,9 @@ def linear_cka(states: Tensor) -> Tensor:
         for j in range(i, n_layers):
             out[i, j] = out[j, i] = (x[i].T @ x[j]).pow(2).sum()
     diag = out.diagonal().sqrt()
-    return out / diag[:, None] / diag[None, :]
+    # One division by the product (multiplication commutes exactly): symmetric by construction,
+    # where dividing twice rounds the two triangles differently.
+    return out / (diag[:, None] * diag[None, :])
 
 
 def mean_cosine(states: Tensor) -> Tensor:
