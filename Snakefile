@@ -25,6 +25,7 @@ include: "workflow/rules/patching.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
+include: "workflow/rules/findings.smk"
 include: "workflow/rules/report.smk"
 
 

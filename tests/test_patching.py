@@ -343,7 +343,12 @@ def test_config_validation_and_per_set_override() -> None:
     cfg = parse_config(
         {"mode": "pairs", "prompt_sets": {"toy": {"mode": "noise", "window": 4}}}, "toy"
     )
-    assert (cfg.mode, cfg.window, cfg.windows) == ("noise", 4, (1, 4))
+    assert (cfg.mode, cfg.window, cfg.windows(12)) == ("noise", 4, (1, 4))
+    assert cfg.windows(3) == (1, 3)  # clamped to the model's depth
+    # "auto" scales ROME's 10 of 48 layers to the depth.
+    auto = parse_config({})
+    assert [auto.window_for(n) for n in (6, 12, 24, 48, 80)] == [1, 3, 5, 10, 17]
+    assert auto.windows(6) == (1,)
     assert parse_config({"mode": "pairs"}, "other").mode == "pairs"
     for bad, match in (
         ({"windw": 3}, "unknown patching setting"),
@@ -372,29 +377,22 @@ def test_figures_mark_subject_and_state_conventions(gpt2: ModelAdapter, tmp_path
     assert len(fig2.axes) == 3 and "95 %" in caption2
 
 
-# -- the embedded model ----------------------------------------------------------------------
 @pytest.mark.slow
-def test_embedded_model_last_subject_token_carries_the_fact(embedded_test_dir) -> None:
-    """ROME's finding on the trained embedded model: restoring the last subject token's
-    residual stream in an early layer recovers most of the clean answer. (The world's fact
-    tables, "Capitals : France Paris , ...", make the subject's own position hold its
-    attributes; without them the subject moved to the last token inside block 0.)"""
+@pytest.mark.parametrize("mode", ["pairs", "noise"])
+def test_embedded_model_shows_romes_contrast(embedded_test_dir, mode) -> None:
+    """ROME's finding on the trained embedded model (lenslab.findings; the thresholds hold on
+    every seed and thread count of benchmarks/robustness.py): restoring the last subject
+    token's block-0 output recovers the answer, the last token's does not yet. The F13 prompt
+    set keeps the subject two tokens or more before the last one, as ROME's prompts do."""
     from omegaconf import OmegaConf
 
+    from lenslab import findings
     from lenslab.models.load import load_model
 
-    facts = Path(__file__).resolve().parents[1] / "conf/prompts/embedded_facts.yaml"
-    model_dir = embedded_test_dir
-    adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=model_dir)
-    prompt_set = OmegaConf.to_container(OmegaConf.load(facts), resolve=True)
-    prompt_set["prompts"] = [p for p in prompt_set["prompts"] if p.get("subject")][:4]
-    prompt_set["pairs"] = []
-    patching = parse_config({"mode": "noise", "kinds": ["resid"], "noise_samples": 5})
+    rome = Path(__file__).resolve().parents[1] / "conf/prompts/embedded_rome.yaml"
+    adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=embedded_test_dir)
+    prompt_set = OmegaConf.to_container(OmegaConf.load(rome), resolve=True)
+    patching = parse_config({"mode": mode, "kinds": ["resid"], "noise_samples": 4})
     table = run_patching(adapter, prompt_set, patching, progress=False)
-    norm = table[(table["metric"] == "norm_ld") & table["is_subject"] & (table["layer"] == 0)]
-    last_subject = norm.loc[norm.groupby("prompt_id")["position"].idxmax()]
-    assert last_subject["value"].mean() > 0.5, last_subject[["prompt_id", "token", "value"]]
-    # ...while the last token's early state carries little of it (ROME's contrast).
-    early = table[(table["metric"] == "norm_ld") & (table["layer"] == 0)]
-    last_token = early.loc[early.groupby("prompt_id")["position"].idxmax()]
-    assert last_token["value"].mean() < last_subject["value"].mean() - 0.2, last_token
+    for finding in findings.rome_findings(table, "patching"):
+        assert finding.holds, finding

@@ -82,6 +82,9 @@ class StudyConfig:
     name: str = MISSING
     description: str = ""
     figures: dict[str, FigureConfig] = field(default_factory=dict)
+    # Prompt sets behind the README's findings (lenslab.findings) for embedded models:
+    # {patching: <set for ROME's contrast>, lens: <set for facts emerging over depth>}; empty: none.
+    findings: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -76,8 +76,9 @@ def _conventions(table: pd.DataFrame, window: int) -> str:
     return (
         f"{corruption}. Restoring one clean state into the corrupted run: the block output "
         "(residual stream after block l) at one layer; the attention or MLP output at a window "
-        f"of {window} layers centred on layer l as in ROME (l-{window // 2}..l+{(window - 1) // 2},"
-        " clipped at the first and last block). Runner: "
+        f"of {window} layers centred on layer l (l-{window // 2}..l+{(window - 1) // 2}, clipped "
+        "at the first and last block; ROME restores 10 of GPT-2 XL's 48 layers, scaled here to "
+        "the model's depth). Runner: "
         f"{', '.join(sorted(table['runner'].unique()))}."
     )
 

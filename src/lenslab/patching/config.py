@@ -18,9 +18,11 @@ from lenslab.patching.run import KINDS, RUNNERS
 class PatchingConfig:
     mode: str = "auto"  # pairs | noise | auto (pairs when the prompt set has pairs)
     kinds: tuple[str, ...] = KINDS
-    # attn/MLP patches restore a window of this many layers around each layer (ROME: 10) and,
-    # as well, the single layer (window 1); the residual stream is always one layer.
-    window: int = 10
+    # attn/MLP patches restore a window of this many layers around each layer and, as well,
+    # the single layer (window 1); the residual stream is always one layer. "auto" scales
+    # ROME's 10 of GPT-2 XL's 48 layers to the model's depth (2 of 12, 1 of 6); a number is
+    # clamped to the model's depth (a window as deep as the model says nothing per layer).
+    window: int | str = "auto"
     noise_samples: int = 10
     noise_scale: float = 3.0  # x std of the input embedding matrix
     noise_seed: int = 0
@@ -28,9 +30,17 @@ class PatchingConfig:
     runner: str = "auto"  # auto | suffix | full
     prompt_sets: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def windows(self) -> tuple[int, ...]:
-        return tuple(sorted({1, self.window}))
+    def window_for(self, n_layers: int) -> int:
+        """The window in layers for a model of ``n_layers`` blocks."""
+        if self.window == "auto":
+            return max(1, int(ROME_WINDOW * n_layers / ROME_LAYERS + 0.5))
+        return min(int(self.window), n_layers)
+
+    def windows(self, n_layers: int) -> tuple[int, ...]:
+        return tuple(sorted({1, self.window_for(n_layers)}))
+
+
+ROME_WINDOW, ROME_LAYERS = 10, 48  # Meng et al. 2022 restore 10 of GPT-2 XL's 48 layers
 
 
 KEYS = [f.name for f in fields(PatchingConfig)]
@@ -59,7 +69,7 @@ def parse_config(block: dict[str, Any] | None, prompt_set: str | None = None) ->
             [values["kinds"]] if isinstance(values["kinds"], str) else values["kinds"]
         )
     for key, kind in _NUMBERS.items():
-        if key in values:
+        if key in values and not (key == "window" and values[key] == "auto"):
             values[key] = _number(key, values[key], kind)
     cfg = PatchingConfig(**values)
     _validate(cfg)
@@ -94,7 +104,11 @@ def _validate(cfg: PatchingConfig) -> None:
     checks = [
         (cfg.mode in MODES, f"mode={cfg.mode!r}", f"use one of {MODES}"),
         (cfg.runner in RUNNERS, f"runner={cfg.runner!r}", f"use one of {RUNNERS}"),
-        (cfg.window >= 1, f"window={cfg.window}", "use a window of at least 1 layer"),
+        (
+            cfg.window == "auto" or cfg.window >= 1,
+            f"window={cfg.window!r}",
+            'use "auto" or a window of at least 1 layer',
+        ),
         (cfg.batch_size >= 1, f"batch_size={cfg.batch_size}", "use a batch size >= 1"),
         (cfg.noise_samples >= 1, f"noise_samples={cfg.noise_samples}", "use >= 1 sample"),
         (cfg.noise_scale > 0, f"noise_scale={cfg.noise_scale}", "use a positive scale"),

@@ -105,7 +105,9 @@ def patch_case(adapter: ModelAdapter, case: Case, cfg: PatchingConfig) -> pd.Dat
     wrong = corrupt_answer(case, corrupt_logits)
     clean = _answer_scores(patcher.clean.logits, case.clean_answer, wrong)  # [2]
     base = _answer_scores(corrupt_logits, case.clean_answer, wrong).mean(0)  # [2]
-    cells = sweep_cells(adapter.n_layers, len(case.clean_ids), cfg.kinds, cfg.windows)
+    cells = sweep_cells(
+        adapter.n_layers, len(case.clean_ids), cfg.kinds, cfg.windows(adapter.n_layers)
+    )
     # Before the first corrupted position the clean and corrupt runs are the same computation
     # (causal attention), so restoring a state there is the corrupted run itself: not run.
     first = first_corrupted(case)

@@ -1,0 +1,22 @@
+# The numbers behind the README's findings (lenslab.findings), one table per embedded model: each
+# claim, its value on this run, the threshold it needs and whether it holds. The report shows it.
+
+
+def findings_models():
+    """Embedded models of a study that names its findings' prompt sets (study.findings)."""
+    return [m for m in MODELS if is_embedded(m)] if CFG.study.findings else []
+
+
+rule findings:
+    input:
+        unpack(model_input),  # the trained model directory: its metrics.json
+        patching=lambda w: f"results/patching/{w.model}/{CFG.study.findings.patching}.parquet",
+        tracked=lambda w: f"results/lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet",
+        tuned=f"{TUNED}/eval.parquet",
+        code=lib("findings", "patching/metrics"),
+    output:
+        table="results/tables/findings_{model}.parquet",
+    params:
+        model=lambda w: w.model,
+    script:
+        "../../scripts/findings.py"
