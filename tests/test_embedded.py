@@ -18,7 +18,13 @@ from lenslab.embedded.corpus import (
 )
 from lenslab.embedded.settings import EmbeddedSettings, parse_settings, stage_plan
 from lenslab.embedded.tokenizer import build_tokenizer
-from lenslab.embedded.train import build_model, grow, grow_positions, train_embedded_model
+from lenslab.embedded.train import (
+    build_model,
+    freeze_blocks,
+    grow,
+    grow_positions,
+    train_embedded_model,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TOK = build_tokenizer()
@@ -194,6 +200,32 @@ def test_grown_model_computes_the_same_function():
     assert big.config.n_layer == 5
     ids = torch.randint(2, 50, (3, 11))
     torch.testing.assert_close(big(ids).logits, small(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("routing", [True, False])
+def test_frozen_block_attends_where_it_did_unless_routing_is_trained(routing):
+    """With stage2_freeze_routing the frozen block's attention pattern gets no gradient (the
+    embeddings cannot be shaped to steer it); its forward is unchanged either way."""
+    s = parse_settings({**MICRO, "stage2_freeze_routing": routing})
+    model = build_model(s, vocab_size=20, pad_id=0, eos_id=1).eval()
+    model.config._attn_implementation = "eager"  # attention probabilities come back
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    before = model(ids).logits.detach()
+    freeze_blocks(model, s)
+    out = model(ids, output_attentions=True)
+    assert torch.equal(out.logits, before)
+    weights = torch.randn(out.attentions[0].shape, generator=torch.Generator().manual_seed(0))
+    emb = model.get_input_embeddings().weight
+    (grad,) = torch.autograd.grad(
+        (out.attentions[0] * weights).sum(), emb, allow_unused=True, retain_graph=True
+    )
+    if routing:
+        assert grad is None or not grad.any()
+    else:
+        assert grad is not None and grad[ids[0]].abs().sum() > 0
+    # The values still pass gradient: block 0's output depends on the embeddings.
+    (grad,) = torch.autograd.grad(out.logits.sum(), emb)
+    assert grad[ids[0]].abs().sum() > 0
 
 
 def test_two_stage_training_keeps_frozen_block_and_held_out_rows(tmp_path):

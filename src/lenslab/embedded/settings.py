@@ -74,6 +74,10 @@ class EmbeddedSettings:
     # The first blocks of the grown model keep their shallow-stage weights: block 0 then stays
     # a copy-trained block (previous-token heads), and facts are looked up in later blocks.
     stage2_frozen_blocks: int = 1
+    # ... and where they attend: no gradient through their queries and keys, so the deep
+    # stage's embeddings cannot recruit a frozen copy head to fetch the subject to the last
+    # token inside block 0 (a seed-dependent shortcut that hides ROME's early-subject effect).
+    stage2_freeze_routing: bool = True
     # Redraw the seen slot words' embedding rows from the initial distribution at every step,
     # so no weight can memorise a particular slot word: copying must work for any random
     # vector, which is what a held-out word (never trained, still at its initial draw) is.

@@ -136,6 +136,25 @@ def _mask_embedding_grads(emb: torch.Tensor, batch: torch.Tensor, fixed: torch.T
     emb.grad[~keep | fixed] = 0.0
 
 
+def freeze_blocks(model: GPT2LMHeadModel, s: EmbeddedSettings) -> None:
+    """Freeze the first ``stage2_frozen_blocks`` blocks of the grown model. With
+    ``stage2_freeze_routing`` their attention patterns are frozen too: no gradient flows through
+    their queries and keys, so the embeddings learned in the deep stage (countries, ...) cannot
+    be shaped to make a frozen copy head fetch the subject to the last token. Without it, some
+    seeds route the subject there inside block 0 and ROME's early-subject picture is lost."""
+    for block in model.transformer.h[: s.stage2_frozen_blocks]:
+        block.requires_grad_(False)
+        if s.stage2_freeze_routing:
+            block.attn.c_attn.register_forward_hook(_detach_queries_and_keys)
+
+
+def _detach_queries_and_keys(module, inputs, output):
+    """GPT-2's fused projection returns [q | k | v]; keep the values, cut the gradient of q and
+    k (the forward values are unchanged, so the saved model computes exactly the same)."""
+    d = output.shape[-1] // 3
+    return torch.cat([output[..., : 2 * d].detach(), output[..., 2 * d :]], dim=-1)
+
+
 def train_embedded_model(
     settings: Mapping[str, Any], out_dir: str | Path, progress: bool = True
 ) -> dict:
@@ -179,8 +198,7 @@ class _Run:
             )
         else:
             self.model = grow(self.model, s, self.pad, self.eos)
-            for block in self.model.transformer.h[: s.stage2_frozen_blocks]:
-                block.requires_grad_(False)
+            freeze_blocks(self.model, s)
         opt = _optimizer(self.model, s)
         self.model.train()
         shallow = first == 0 and n_layer < s.n_layer
