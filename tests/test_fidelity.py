@@ -130,3 +130,21 @@ def test_measured_norm_reproduces_the_module(name):
 def test_every_method_names_its_identities():
     assert set().union(*NEEDS.values()) == set(IDENTITIES)
     assert all("lens_final" in needs for needs in NEEDS.values())
+
+
+def test_skip_markers_carry_the_reason(tmp_path):
+    from lenslab.io import read_json, read_parquet
+    from lenslab.skipped import save_skipped_figure, skip_reason, skipped, write_skipped_table
+
+    adapter = ModelAdapter(build_tiny("bloom"), arch={"mlp": "mlp"}, name="b")
+    assert skip_reason(adapter, "lens", "patch_resid") is None
+    reason = skip_reason(adapter, "patch_resid", "dla")
+    assert reason and "dla is ruled out for b" in reason and "mlp module at 'mlp'" in reason
+    write_skipped_table(tmp_path / "t.parquet", reason)
+    table = read_parquet(tmp_path / "t.parquet")
+    assert skipped(table) == reason
+    assert skipped(table.assign(value=1.0)) is None  # a real table is never a marker
+    save_skipped_figure(tmp_path / "F10_b_x.png", "F10 direct logit attribution, b, x", reason)
+    caption = read_json(tmp_path / "F10_b_x.json")
+    assert caption["skipped"] == reason and caption["figure"] == "F10"
+    assert (tmp_path / "F10_b_x.png").stat().st_size > 0 and (tmp_path / "F10_b_x.svg").exists()
