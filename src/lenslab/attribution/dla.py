@@ -16,6 +16,8 @@ and ``beta`` are measured from the norm module (so Gemma's ``1 + w`` fits), and 
 in a projection after the norm (OPT-350m) and a logit multiplier (Cohere, Granite). Attention
 outputs split further into heads: a head's output is its slice of the output projection's input
 times the matching slice of the projection weight, and the projection's bias is its own row.
+Where a post-attention norm follows the projection (Gemma 2/3, OLMo 2) its scale is frozen at
+the real attention output as well, so heads still add up; its bias joins the bias row.
 """
 
 from __future__ import annotations
@@ -143,8 +145,6 @@ def direct_logit_attribution(
     bias sum to the model's logit (checked to ``atol``, relative to the logit scale).
     """
     adapter.require("dla")
-    # Heads split the attention output linearly; a post-attention norm would sit in between.
-    heads = heads and adapter.arch.attn_out is None
     store: dict = {}
     states: list[Tensor] = []
     ids = torch.tensor([input_ids], device=adapter.device)
@@ -190,11 +190,30 @@ def _add_heads(adapter, store, position, project, add) -> None:
     for layer in range(adapter.n_layers):
         proj = _o_proj(adapter.attn(layer))
         outs = _head_outputs(proj, store[("z", layer)][0, position], n_heads)
+        has_bias = getattr(proj, "bias", None) is not None
+        bias = proj.bias.detach().float() if has_bias else torch.zeros(outs.shape[-1])
+        post, const = _post_norm(adapter, layer, outs.sum(0) + bias)
         for h in range(n_heads):
-            add(f"L{layer}H{h}", "head", layer, h, project(outs[h]))
-        bias = getattr(proj, "bias", None)
-        if bias is not None:
-            add(f"attn {layer} bias", "attn_bias", layer, -1, project(bias.detach()))
+            add(f"L{layer}H{h}", "head", layer, h, project(post(outs[h])))
+        if has_bias or const is not None:
+            extra = post(bias) + (0 if const is None else const)
+            add(f"attn {layer} bias", "attn_bias", layer, -1, project(extra))
+
+
+def _post_norm(adapter: ModelAdapter, layer: int, whole: Tensor):
+    """(linear map, constant) of the post-attention norm frozen at the real attention output
+    ``whole`` (Gemma 2/3, OLMo 2): the term is ``map(sum of head outputs + bias) + const``.
+    Identity and None without a post-attention norm."""
+    if adapter.arch.attn_out is None:
+        return (lambda v: v), None
+    form = adapter.norm_form(adapter.attn_term(layer))
+    scale = form.gamma * form.scale(whole)[..., 0]
+
+    def frozen(v: Tensor) -> Tensor:
+        v = v.float()
+        return scale * (v - v.mean() if form.centred else v)
+
+    return frozen, form.beta
 
 
 def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int], atol: float):
@@ -215,7 +234,8 @@ def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int],
 
 
 def _check_heads(table: pd.DataFrame, atol: float) -> None:
-    """Heads plus the projection bias must add up to their block's attention term."""
+    """Heads plus the projection bias (and a post-attention norm's constant) must add up to
+    their block's attention term."""
     split = table[table["kind"].isin(["head", "attn_bias"])].groupby(["layer", "token"])["value"]
     whole = table[table["kind"] == "attn"].set_index(["layer", "token"])["value"]
     gap = (split.sum() - whole).abs()
