@@ -80,6 +80,8 @@ ARCHITECTURES: dict[str, ArchMap] = {
     ),
     "phi": replace(_DECODER, final_norm="model.final_layernorm"),
     "llama4_text": replace(_DECODER, mlp="feed_forward"),
+    "granitemoe": replace(_DECODER, mlp="block_sparse_moe"),
+    "glm4": replace(_DECODER, attn_out="post_self_attn_layernorm", mlp_out="post_mlp_layernorm"),
     **{
         name: _DECODER
         for name in (
@@ -99,9 +101,14 @@ ARCHITECTURES: dict[str, ArchMap] = {
             "qwen3_moe",
             "deepseek_v3",
             "gpt_oss",
+            "cohere2",
+            "nemotron",
+            "smollm3",
+            "ernie4_5",
+            "seed_oss",
         )
     },
-    **{name: _POST_NORMED for name in ("gemma2", "gemma3_text", "olmo2")},
+    **{name: _POST_NORMED for name in ("gemma2", "gemma3_text", "olmo2", "olmo3", "exaone4")},
 }
 ARCH_KEYS = [f.name for f in fields(ArchMap)]
 _REQUIRED_KEYS = ("blocks", "final_norm", "attn", "mlp")

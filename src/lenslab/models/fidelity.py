@@ -181,8 +181,15 @@ class _Probe:
         self.corrupt_ids = probe_ids(adapter.vocab_size, offset=1)
         ids = torch.tensor([self.clean_ids], device=adapter.device)
         self.terms: dict[tuple[str, int], Tensor] = {}
-        with torch.no_grad(), _record_terms(adapter, self.terms):
-            self.logits, self.resid = adapter.run_with_resid(ids)
+        try:
+            with torch.no_grad(), _record_terms(adapter, self.terms):
+                self.logits, self.resid = adapter.run_with_resid(ids)
+        except Exception as e:  # noqa: BLE001 - no method can run; say so clearly
+            raise LensLabError(
+                f"{adapter.name or 'the model'} cannot run the fidelity probe "
+                f"({type(e).__name__}: {e})",
+                fix="check that the model runs a plain forward (config, dtype, device)",
+            ) from e
 
 
 class _record_terms:  # noqa: N801 - used like a function (a context manager)

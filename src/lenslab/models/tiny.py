@@ -166,6 +166,22 @@ FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
             interleave_moe_layer_step=2,
         ),
     ),
+    "cohere2": ("cohere2", dict(_DEC, logit_scale=0.125, sliding_window=4)),
+    "granitemoe": (
+        "granitemoe",
+        dict(
+            _DEC,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            embedding_multiplier=5.0,
+            logits_scaling=8.0,
+            residual_multiplier=0.3,
+        ),
+    ),
+    "nemotron": ("nemotron", _DEC),  # LayerNorm1P: scale 1 + w
+    "glm4": ("glm4", _DEC),
+    "olmo3": ("olmo3", dict(_DEC, sliding_window=4)),
+    "exaone4": ("exaone4", dict(_DEC, sliding_window=4)),
 }
 WORDS = [f"w{i}" for i in range(80)]
 
