@@ -4,9 +4,14 @@ from lenslab.attribution.dla import dla_table
 from lenslab.io import write_parquet
 from lenslab.models import load_model
 from lenslab.runtime import setup
+from lenslab.skipped import skip_reason, write_skipped_table
 
 setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
-table = dla_table(adapter, params.prompts, params.model.get("prepend_bos"))
-write_parquet(table, snakemake.output.table)
+reason = skip_reason(adapter, "dla")
+if reason:  # the fidelity gate rules DLA out for this model: say so, build the rest
+    write_skipped_table(snakemake.output.table, reason)
+else:
+    table = dla_table(adapter, params.prompts, params.model.get("prepend_bos"))
+    write_parquet(table, snakemake.output.table)

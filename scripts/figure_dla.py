@@ -3,7 +3,13 @@
 from lenslab.figures.dla import plot_dla
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.skipped import save_skipped_figure, skipped
 
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
-fig, caption = plot_dla(read_parquet(snakemake.input.table), model)
-save_figure(fig, snakemake.output.png, f"F10 direct logit attribution, {model}, {prompts}", caption)
+table = read_parquet(snakemake.input.table)
+title = f"F10 direct logit attribution, {model}, {prompts}"
+if reason := skipped(table):
+    save_skipped_figure(snakemake.output.png, title, reason)
+else:
+    fig, caption = plot_dla(table, model)
+    save_figure(fig, snakemake.output.png, title, caption)

@@ -3,9 +3,13 @@
 from lenslab.figures.iterative import plot_iterative
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.skipped import save_skipped_figure, skipped
 
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
-fig, caption = plot_iterative(read_parquet(snakemake.input.table), model)
-save_figure(
-    fig, snakemake.output.png, f"F14 residual updates vs gradients, {model}, {prompts}", caption
-)
+table = read_parquet(snakemake.input.table)
+title = f"F14 residual updates vs gradients, {model}, {prompts}"
+if reason := skipped(table):
+    save_skipped_figure(snakemake.output.png, title, reason)
+else:
+    fig, caption = plot_iterative(table, model)
+    save_figure(fig, snakemake.output.png, title, caption)

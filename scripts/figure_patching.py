@@ -3,16 +3,22 @@
 from lenslab.figures.patching import plot_categories, plot_heatmaps
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.skipped import save_skipped_figure, skipped
 
 table = read_parquet(snakemake.input.table)
 opts = snakemake.params.options
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
 metric = opts.get("metric", "norm_ld")
 window = opts.get("window")
-fig, caption = plot_heatmaps(
-    table, metric, window, opts.get("prompt_ids"), opts.get("max_prompts", 2), model
-)
-save_figure(fig, snakemake.output.heatmap, f"F13 causal tracing, {model}, {prompts}", caption)
-fig, caption = plot_categories(table, metric, window, model)
-title = f"F13b causal effect by token category, {model}, {prompts}"
-save_figure(fig, snakemake.output.categories, title, caption)
+title = f"F13 causal tracing, {model}, {prompts}"
+title_b = f"F13b causal effect by token category, {model}, {prompts}"
+if reason := skipped(table):  # the fidelity gate ruled patching out for this model
+    save_skipped_figure(snakemake.output.heatmap, title, reason)
+    save_skipped_figure(snakemake.output.categories, title_b, reason)
+else:
+    fig, caption = plot_heatmaps(
+        table, metric, window, opts.get("prompt_ids"), opts.get("max_prompts", 2), model
+    )
+    save_figure(fig, snakemake.output.heatmap, title, caption)
+    fig, caption = plot_categories(table, metric, window, model)
+    save_figure(fig, snakemake.output.categories, title_b, caption)

@@ -4,9 +4,14 @@ from lenslab.io import write_parquet
 from lenslab.iterative import iterative_table
 from lenslab.models import load_model
 from lenslab.runtime import setup
+from lenslab.skipped import skip_reason, write_skipped_table
 
 setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
-table = iterative_table(adapter, params.prompts, params.model.get("prepend_bos"))
-write_parquet(table, snakemake.output.table)
+reason = skip_reason(adapter, "iterative")
+if reason:  # the fidelity gate rules F14 out for this model: say so, build the rest
+    write_skipped_table(snakemake.output.table, reason)
+else:
+    table = iterative_table(adapter, params.prompts, params.model.get("prepend_bos"))
+    write_parquet(table, snakemake.output.table)

@@ -3,12 +3,17 @@
 from lenslab.io import write_parquet
 from lenslab.models import load_model
 from lenslab.runtime import setup
+from lenslab.skipped import skip_reason, write_skipped_table
 from lenslab.visibility import visibility_table
 
 setup()
 params = snakemake.params
 adapter = load_model(params.model, params.model_path)
-table = visibility_table(
-    adapter, params.prompts, params.prompt, params.normalise, params.model.get("prepend_bos")
-)
-write_parquet(table, snakemake.output.table)
+reason = skip_reason(adapter, "visibility")
+if reason:  # the fidelity gate rules F15 out for this model: say so, build the rest
+    write_skipped_table(snakemake.output.table, reason)
+else:
+    table = visibility_table(
+        adapter, params.prompts, params.prompt, params.normalise, params.model.get("prepend_bos")
+    )
+    write_parquet(table, snakemake.output.table)

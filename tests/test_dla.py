@@ -69,11 +69,22 @@ def test_silenced_blocks_contribute_nothing():
     assert set(table[table["value"] != 0]["kind"]) <= {"embed", "bias"}
 
 
-def test_projection_before_unembedding_is_a_clear_error():
+def test_projection_before_unembedding_is_folded_into_the_unembedding():
     model = build_tiny("opt", seed=0, word_embed_proj_dim=16)  # OPT-350m style project_out
     adapter = ModelAdapter(model)
     assert adapter.post_norm is not None
-    with pytest.raises(LensLabError, match="does not unembed linearly"):
+    table = direct_logit_attribution(adapter, IDS, TOKENS)
+    with torch.no_grad():
+        logits = adapter.forward(torch.tensor([IDS]))[0, -1]
+    whole = table[table["kind"].isin(["embed", "attn", "mlp", "bias"])]
+    sums = whole.groupby("token")["value"].sum()
+    for label, tid in TOKENS.items():
+        assert abs(sums[label] - float(logits[tid])) < 1e-4
+
+
+def test_soft_capped_logits_are_refused_by_the_gate():
+    adapter = ModelAdapter(build_tiny("gemma2"), name="g2")
+    with pytest.raises(LensLabError, match="'linear_head'.*soft-capped.*rules out dla"):
         direct_logit_attribution(adapter, IDS, TOKENS)
 
 

@@ -25,6 +25,7 @@ def update_gradient_cosines(adapter: ModelAdapter, input_ids: list[int]) -> torc
             "a prompt of one token has no next token to compute a loss on",
             fix="use prompts of at least two tokens for F14",
         )
+    adapter.require("iterative")
     logits, states = adapter.run_with_resid_graph(input_ids)
     targets = torch.tensor(input_ids[1:], device=logits.device)
     loss = F.cross_entropy(logits[0, :-1].float(), targets, reduction="sum")

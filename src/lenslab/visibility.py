@@ -33,6 +33,7 @@ def influence(adapter: ModelAdapter, input_ids: list[int], normalise: bool = Tru
     Raises LensLabError if any influence flows from a later position or a later layer: the
     model (or its attention mask) is then not causal and the figure would mislead.
     """
+    adapter.require("visibility")
     _, states = adapter.run_with_resid_graph(input_ids)
     n_states, n_pos = len(states), len(input_ids)
     out = torch.zeros(n_states, n_pos, n_states, n_pos)

@@ -1,7 +1,9 @@
 """Direct logit attribution (F10): each component's direct contribution to a token's logit.
 
 The residual stream before the final norm is a sum of components: ``resid[0]`` (embeddings)
-plus every block's attention output and MLP output. With the final norm's scale *frozen* at
+plus every block's attention term and MLP term (the outputs the adapter's ``attn_term`` /
+``mlp_term`` name: post-sublayer norms where the block has them, times the residual
+multiplier of families like Granite). With the final norm's scale *frozen* at
 its value in the real forward pass, the norm is affine, so the logit of token ``t`` splits
 exactly into one term per component plus a constant term (the norm's bias and the
 unembedding's bias):
@@ -9,9 +11,13 @@ unembedding's bias):
     logit_t = sum_c  u_t . (gamma * centre(c) * s)  +  u_t . beta + b_t
 
 ``centre`` subtracts the mean over the hidden dimension (LayerNorm; identity for RMSNorm) and
-``s`` is ``1 / std`` (LayerNorm) or ``1 / rms`` (RMSNorm) of the real final state. Attention
+``s`` is ``1 / std`` (LayerNorm) or ``1 / rms`` (RMSNorm) of the real final state; ``gamma``
+and ``beta`` are measured from the norm module (so Gemma's ``1 + w`` fits), and ``u_t`` folds
+in a projection after the norm (OPT-350m) and a logit multiplier (Cohere, Granite). Attention
 outputs split further into heads: a head's output is its slice of the output projection's input
 times the matching slice of the projection weight, and the projection's bias is its own row.
+Where a post-attention norm follows the projection (Gemma 2/3, OLMo 2) its scale is frozen at
+the real attention output as well, so heads still add up; its bias joins the bias row.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from lenslab.errors import LensLabError
-from lenslab.models.adapter import ModelAdapter, is_rms_norm, norm_eps
+from lenslab.models.adapter import ModelAdapter
 from lenslab.prompts import encode_set
 
 # Output projections of attention modules, by attribute name, for the per-head split.
@@ -32,6 +38,8 @@ _O_PROJ_NAMES = ("c_proj", "o_proj", "dense", "out_proj")
 
 
 def _o_proj(attn: nn.Module) -> nn.Module | None:
+    if isinstance(attn, nn.Linear):  # the map names the output projection itself (Bloom)
+        return attn
     for name in _O_PROJ_NAMES:
         module = getattr(attn, name, None)
         if isinstance(module, nn.Module) and hasattr(module, "weight"):
@@ -47,7 +55,8 @@ def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
 
     def keep(key):
         def hook(_mod, args, output):
-            store[key] = output[0] if isinstance(output, tuple) else output
+            # Clone: some blocks add into a sublayer's output in place afterwards (Falcon).
+            store[key] = (output[0] if isinstance(output, tuple) else output).detach().clone()
 
         return hook
 
@@ -58,8 +67,8 @@ def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
         return hook
 
     for layer in range(adapter.n_layers):
-        handles.append(adapter.attn(layer).register_forward_hook(keep(("attn", layer))))
-        handles.append(adapter.mlp(layer).register_forward_hook(keep(("mlp", layer))))
+        handles.append(adapter.attn_term(layer).register_forward_hook(keep(("attn", layer))))
+        handles.append(adapter.mlp_term(layer).register_forward_hook(keep(("mlp", layer))))
         if heads:
             proj = _o_proj(adapter.attn(layer))
             if proj is None:
@@ -79,33 +88,24 @@ def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
 def _frozen_norm(adapter: ModelAdapter, final: Tensor) -> tuple[Tensor, Tensor, bool]:
     """(gamma * s, beta, centre) of the final norm at the real final state ``final`` [D]."""
     norm = adapter.final_norm
-    if adapter.post_norm is not None or adapter.softcap:
-        raise LensLabError(
-            f"{adapter.name or 'this model'} does not unembed linearly after its final norm "
-            "(a projection or logit soft-capping sits in between)",
-            fix="direct logit attribution supports models whose logits are W_U norm(x) + b",
-        )
     d = final.shape[-1]
     if norm is None:
-        return torch.ones(d, dtype=final.dtype), torch.zeros(d, dtype=final.dtype), False
-    eps = norm_eps(norm)
-    weight = getattr(norm, "weight", None)
-    gamma = torch.ones(d) if weight is None else weight.detach().float()
-    if "gemma" in type(norm).__name__.lower():
-        gamma = 1.0 + gamma  # Gemma's RMSNorm scales by (1 + weight)
-    bias = getattr(norm, "bias", None)
-    beta = torch.zeros(d) if bias is None else bias.detach().float()
-    x = final.float()
-    if isinstance(norm, nn.LayerNorm):
-        s = torch.rsqrt(x.var(unbiased=False) + eps)
-        return gamma * s, beta, True
-    if is_rms_norm(norm):
-        s = torch.rsqrt(x.pow(2).mean() + eps)
-        return gamma * s, beta, False
-    raise LensLabError(
-        f"final norm {type(norm).__name__} is neither a LayerNorm nor an RMSNorm",
-        fix="direct logit attribution supports LayerNorm and RMSNorm final norms",
-    )
+        return torch.ones(d), torch.zeros(d), False
+    form = adapter.norm_form(norm)
+    return form.gamma * form.scale(final)[..., 0], form.beta, form.centred
+
+
+def _unembedding(adapter: ModelAdapter, ids: list[int]) -> tuple[Tensor, Tensor]:
+    """(u [K, D], b [K]): the logits of ``ids`` are ``u @ normed + b`` (projection after the
+    norm folded in, logit multiplier applied)."""
+    w = adapter.unembed.weight.detach().float()[ids]
+    bias = getattr(adapter.unembed, "bias", None)
+    b = torch.zeros(len(ids)) if bias is None else bias.detach().float()[ids]
+    proj = adapter.post_norm
+    if proj is not None:
+        b = b + (0 if proj.bias is None else w @ proj.bias.detach().float())
+        w = w @ proj.weight.detach().float()
+    return w * adapter.logit_scale, b * adapter.logit_scale
 
 
 def _head_outputs(proj: nn.Module, z: Tensor, n_heads: int) -> Tensor:
@@ -144,6 +144,7 @@ def direct_logit_attribution(
     final norm's bias plus the unembedding's bias); the rows of kinds embed, attn, mlp and
     bias sum to the model's logit (checked to ``atol``, relative to the logit scale).
     """
+    adapter.require("dla")
     store: dict = {}
     states: list[Tensor] = []
     ids = torch.tensor([input_ids], device=adapter.device)
@@ -153,14 +154,14 @@ def direct_logit_attribution(
     def at(t: Tensor) -> Tensor:  # OPT's MLP runs on [B*T, D]: view it as [B, T, D] first
         return t.reshape(*states[0].shape[:2], -1)[0, position]
 
+    m = adapter.residual_multiplier  # the residual gains m * each sublayer term (Granite)
     parts = [("embed", "embed", -1, -1, at(states[0]))]
     for layer in range(adapter.n_layers):
-        parts.append((f"attn {layer}", "attn", layer, -1, at(store[("attn", layer)])))
-        parts.append((f"mlp {layer}", "mlp", layer, -1, at(store[("mlp", layer)])))
+        parts.append((f"attn {layer}", "attn", layer, -1, m * at(store[("attn", layer)])))
+        parts.append((f"mlp {layer}", "mlp", layer, -1, m * at(store[("mlp", layer)])))
     scale, beta, centre = _frozen_norm(adapter, at(states[-1]))
-    u = adapter.unembed.weight.detach().float()[list(tokens.values())]  # [K, D]
-    b = getattr(adapter.unembed, "bias", None)
-    const = u @ beta + (0 if b is None else b.detach().float()[list(tokens.values())])
+    u, b = _unembedding(adapter, list(tokens.values()))  # [K, D], [K]
+    const = u @ beta + b
 
     def project(vec: Tensor) -> Tensor:
         v = vec.float()
@@ -176,7 +177,7 @@ def direct_logit_attribution(
         add(component, kind, layer, head, project(vec))
     add("bias", "bias", -1, -1, const)
     if heads:
-        _add_heads(adapter, store, position, project, add)
+        _add_heads(adapter, store, position, lambda v: project(m * v), add)
     table = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "token", "value"])
     _check_complete(table, logits, tokens, atol)
     if heads:
@@ -189,11 +190,30 @@ def _add_heads(adapter, store, position, project, add) -> None:
     for layer in range(adapter.n_layers):
         proj = _o_proj(adapter.attn(layer))
         outs = _head_outputs(proj, store[("z", layer)][0, position], n_heads)
+        has_bias = getattr(proj, "bias", None) is not None
+        bias = proj.bias.detach().float() if has_bias else torch.zeros(outs.shape[-1])
+        post, const = _post_norm(adapter, layer, outs.sum(0) + bias)
         for h in range(n_heads):
-            add(f"L{layer}H{h}", "head", layer, h, project(outs[h]))
-        bias = getattr(proj, "bias", None)
-        if bias is not None:
-            add(f"attn {layer} bias", "attn_bias", layer, -1, project(bias.detach()))
+            add(f"L{layer}H{h}", "head", layer, h, project(post(outs[h])))
+        if has_bias or const is not None:
+            extra = post(bias) + (0 if const is None else const)
+            add(f"attn {layer} bias", "attn_bias", layer, -1, project(extra))
+
+
+def _post_norm(adapter: ModelAdapter, layer: int, whole: Tensor):
+    """(linear map, constant) of the post-attention norm frozen at the real attention output
+    ``whole`` (Gemma 2/3, OLMo 2): the term is ``map(sum of head outputs + bias) + const``.
+    Identity and None without a post-attention norm."""
+    if adapter.arch.attn_out is None:
+        return (lambda v: v), None
+    form = adapter.norm_form(adapter.attn_term(layer))
+    scale = form.gamma * form.scale(whole)[..., 0]
+
+    def frozen(v: Tensor) -> Tensor:
+        v = v.float()
+        return scale * (v - v.mean() if form.centred else v)
+
+    return frozen, form.beta
 
 
 def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int], atol: float):
@@ -205,15 +225,17 @@ def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int],
         if abs(sums[label] - real) > atol * max(1.0, abs(real)):
             raise LensLabError(
                 f"the components sum to {sums[label]:.5f}, not the logit {real:.5f} of "
-                f"{label!r}: this architecture's residual stream is not embeddings + attention "
-                "outputs + MLP outputs (extra norms around the sublayers?)",
-                fix="map the attention and MLP outputs that are added to the residual stream "
-                "with the model config's `arch:` block, or skip F10 for this model",
+                f"{label!r} on this prompt, although the fidelity gate's identities held on its "
+                "probe: the residual stream is not embeddings + attention terms + MLP terms here",
+                fix="map the attention and MLP terms that are added to the residual stream "
+                "with the model config's `arch:` block (attn_out, mlp_out), or skip F10 for "
+                "this model",
             )
 
 
 def _check_heads(table: pd.DataFrame, atol: float) -> None:
-    """Heads plus the projection bias must add up to their block's attention term."""
+    """Heads plus the projection bias (and a post-attention norm's constant) must add up to
+    their block's attention term."""
     split = table[table["kind"].isin(["head", "attn_bias"])].groupby(["layer", "token"])["value"]
     whole = table[table["kind"] == "attn"].set_index(["layer", "token"])["value"]
     gap = (split.sum() - whole).abs()

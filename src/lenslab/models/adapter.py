@@ -26,19 +26,45 @@ from lenslab.errors import LensLabError
 
 @dataclass(frozen=True)
 class ArchMap:
-    """Dotted attribute paths, relative to the causal-LM module (blocks, norm) or a block."""
+    """Dotted attribute paths, relative to the causal-LM module (blocks, norm) or a block.
+
+    ``attn`` / ``mlp`` are the modules whose outputs the patching kinds of the same names
+    restore. ``attn_out`` / ``mlp_out`` name the module whose output is the term actually added
+    to the residual stream when that is not ``attn`` / ``mlp`` itself (post-sublayer norms of
+    Gemma 2/3 and OLMo 2); direct logit attribution uses those terms.
+    """
 
     blocks: str
     final_norm: str | None
     attn: str
     mlp: str
     post_norm: str | None = None  # a projection between final norm and unembedding (OPT-350m)
+    attn_out: str | None = None
+    mlp_out: str | None = None
 
 
 _DECODER = ArchMap(blocks="model.layers", final_norm="model.norm", attn="self_attn", mlp="mlp")
+_GPT2 = ArchMap(blocks="transformer.h", final_norm="transformer.ln_f", attn="attn", mlp="mlp")
+# Post-sublayer norms: the residual gains post_norm(attn(x)) and post_norm(mlp(x)).
+_POST_NORMED = replace(
+    _DECODER, attn_out="post_attention_layernorm", mlp_out="post_feedforward_layernorm"
+)
 ARCHITECTURES: dict[str, ArchMap] = {
-    "gpt2": ArchMap(blocks="transformer.h", final_norm="transformer.ln_f", attn="attn", mlp="mlp"),
-    "gptj": ArchMap(blocks="transformer.h", final_norm="transformer.ln_f", attn="attn", mlp="mlp"),
+    "gpt2": _GPT2,
+    "gptj": _GPT2,
+    "gpt_bigcode": _GPT2,
+    "gpt_neo": replace(_GPT2, attn="attn.attention"),
+    # Bloom's attention and MLP modules add the residual themselves (dropout_add): their inner
+    # output projections are the terms added to the residual stream.
+    "bloom": replace(_GPT2, attn="self_attention.dense", mlp="mlp.dense_4h_to_h"),
+    "falcon": replace(_GPT2, attn="self_attention", mlp="mlp"),
+    # MPT's MLP adds the residual itself; its down projection is the MLP's term.
+    "mpt": ArchMap(
+        blocks="transformer.blocks",
+        final_norm="transformer.norm_f",
+        attn="attn",
+        mlp="ffn.down_proj",
+    ),
     "gpt_neox": ArchMap(
         blocks="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
@@ -52,12 +78,42 @@ ARCHITECTURES: dict[str, ArchMap] = {
         mlp="fc2",
         post_norm="model.decoder.project_out",
     ),
+    "phi": replace(_DECODER, final_norm="model.final_layernorm"),
+    "llama4_text": replace(_DECODER, mlp="feed_forward"),
+    "granitemoe": replace(_DECODER, mlp="block_sparse_moe"),
+    "glm4": replace(_DECODER, attn_out="post_self_attn_layernorm", mlp_out="post_mlp_layernorm"),
     **{
         name: _DECODER
-        for name in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo")
+        for name in (
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "gemma",
+            "phi3",
+            "olmo",
+            "stablelm",
+            "starcoder2",
+            "cohere",
+            "granite",
+            "mixtral",
+            "qwen2_moe",
+            "qwen3_moe",
+            "deepseek_v3",
+            "gpt_oss",
+            "cohere2",
+            "nemotron",
+            "smollm3",
+            "ernie4_5",
+            "seed_oss",
+        )
     },
+    **{name: _POST_NORMED for name in ("gemma2", "gemma3_text", "olmo2", "olmo3", "exaone4")},
 }
 ARCH_KEYS = [f.name for f in fields(ArchMap)]
+_REQUIRED_KEYS = ("blocks", "final_norm", "attn", "mlp")
+# Config keys of scalar factors some families apply to their logits: (key, multiply?).
+LOGIT_FACTORS = (("logit_scale", True), ("lm_head_multiplier", True), ("logits_scaling", False))
 
 
 def _get(root: nn.Module, path: str | None) -> nn.Module | None:
@@ -73,7 +129,11 @@ def _get(root: nn.Module, path: str | None) -> nn.Module | None:
 
 
 def resolve_arch(model: nn.Module, overrides: dict | None = None) -> ArchMap:
-    """The attribute map for ``model``: the built-in entry, updated by the config's ``arch:``."""
+    """The attribute map for ``model``: the built-in entry, updated by the config's ``arch:``.
+
+    Every path is checked against the model, so a typo is an error here rather than a lens
+    that silently skips a norm.
+    """
     model_type = getattr(model.config, "model_type", "?")
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     unknown = sorted(set(overrides) - set(ARCH_KEYS))
@@ -84,7 +144,7 @@ def resolve_arch(model: nn.Module, overrides: dict | None = None) -> ArchMap:
         )
     base = ARCHITECTURES.get(model_type)
     if base is None:
-        missing = [k for k in ("blocks", "final_norm", "attn", "mlp") if k not in overrides]
+        missing = [k for k in _REQUIRED_KEYS if k not in overrides]
         if missing:
             raise LensLabError(
                 f"architecture {model_type!r} is not mapped: lenslab cannot find {missing}",
@@ -92,15 +152,56 @@ def resolve_arch(model: nn.Module, overrides: dict | None = None) -> ArchMap:
                 "final_norm: model.norm, attn: self_attn, mlp: mlp}` "
                 f"(paths from the {type(model).__name__} module; keys: {ARCH_KEYS})",
             )
-        return ArchMap(**{k: overrides.get(k) for k in ARCH_KEYS})
-    arch = replace(base, **overrides)
-    blocks = _get(model, arch.blocks)
-    if not isinstance(blocks, nn.ModuleList):
-        raise LensLabError(
-            f"{model_type!r}: no list of blocks at {arch.blocks!r}",
-            fix="set `arch.blocks` in the model config to the dotted path of the block list",
-        )
+        arch = ArchMap(**{k: overrides.get(k) for k in ARCH_KEYS})
+    else:
+        arch = replace(base, **overrides)
+        # Built-in maps name these where most sizes have them: OPT-350m has a projection but
+        # no final norm (post-LN); the gate then checks the lens without them.
+        for key in ("final_norm", "post_norm"):
+            if key not in overrides and _get(model, getattr(arch, key)) is None:
+                arch = replace(arch, **{key: None})
+    _validate_paths(model, arch, model_type)
     return arch
+
+
+def _validate_paths(model: nn.Module, arch: ArchMap, model_type: str) -> None:
+    """Every path of ``arch`` must name a module of ``model`` (block paths: in every block)."""
+    blocks = _get(model, arch.blocks)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        raise LensLabError(
+            f"{model_type!r}: no list of blocks at arch.blocks={arch.blocks!r}",
+            fix="set `arch.blocks` in the model config to the dotted path of the block list "
+            f"(a ModuleList inside {type(model).__name__})",
+        )
+    for key in ("final_norm", "post_norm"):
+        path = getattr(arch, key)
+        if path and not isinstance(_get(model, path), nn.Module):
+            raise LensLabError(
+                f"{model_type!r}: no module at arch.{key}={path!r}",
+                fix=f"set `arch.{key}` to a dotted path inside {type(model).__name__} "
+                "(print the model to see its module names)",
+            )
+    for key in ("attn", "mlp", "attn_out", "mlp_out"):
+        path = getattr(arch, key)
+        if not path:
+            continue
+        bad = [i for i, b in enumerate(blocks) if not isinstance(_get(b, path), nn.Module)]
+        if bad:
+            raise LensLabError(
+                f"{model_type!r}: block(s) {bad} have no module at arch.{key}={path!r}",
+                fix=f"set `arch.{key}` to a dotted path inside a {type(blocks[0]).__name__} "
+                "that exists in every block",
+            )
+
+
+def logit_multiplier(config: object) -> float:
+    """The scalar the model applies to its logits after the unembedding (1.0 for most)."""
+    factor = 1.0
+    for key, multiply in LOGIT_FACTORS:
+        value = getattr(config, key, None)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value != 1:
+            factor = factor * value if multiply else factor / value
+    return factor
 
 
 def _first_tensor(output: object) -> Tensor:
@@ -132,6 +233,31 @@ class ModelAdapter:
                 fix="load the model with a causal-LM head (AutoModelForCausalLM)",
             )
         self.softcap = getattr(model.config, "final_logit_softcapping", None)
+        # Scalars some families apply outside the modules lenslab calls (Cohere, Granite).
+        self.logit_scale = logit_multiplier(model.config)
+        mult = getattr(model.config, "residual_multiplier", None)
+        self.residual_multiplier = float(mult) if isinstance(mult, int | float) else 1.0
+        self._norm_forms: dict[int, NormForm] = {}
+        self._fidelity = None
+
+    # -- fidelity ----------------------------------------------------------------------------
+    @property
+    def fidelity(self):
+        """The :class:`~lenslab.models.fidelity.FidelityReport` of this model, run on first use
+        (``load_model`` runs it at load, so a broken map fails there)."""
+        if self._fidelity is None:
+            from lenslab.models.fidelity import run_gate  # the gate runs methods on the adapter
+
+            self._fidelity = run_gate(self)
+        return self._fidelity
+
+    def available(self, method: str) -> bool:
+        """Whether the fidelity gate allows ``method`` (see ``fidelity.METHODS``) here."""
+        return self.fidelity.available(method)
+
+    def require(self, method: str) -> None:
+        """Raise the gate's LensLabError if it ruled ``method`` out for this model."""
+        self.fidelity.require(method)
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -144,6 +270,11 @@ class ModelAdapter:
         return (
             self.unembed.weight.shape[1] if self.post_norm is None else self.post_norm.in_features
         )
+
+    @property
+    def d_embed(self) -> int:
+        """Width of the token-embedding output (differs from d_model with OPT's project_in)."""
+        return self.model.get_input_embeddings().weight.shape[1]
 
     @property
     def vocab_size(self) -> int:
@@ -170,6 +301,14 @@ class ModelAdapter:
     def mlp(self, block: int) -> nn.Module:
         return self._sub(block, self.arch.mlp, "mlp")
 
+    def attn_term(self, block: int) -> nn.Module:
+        """The module whose output is the attention term added to the residual stream."""
+        return self._sub(block, self.arch.attn_out or self.arch.attn, "attn_out")
+
+    def mlp_term(self, block: int) -> nn.Module:
+        """The module whose output is the MLP term added to the residual stream."""
+        return self._sub(block, self.arch.mlp_out or self.arch.mlp, "mlp_out")
+
     def _sub(self, block: int, path: str, key: str) -> nn.Module:
         module = _get(self.blocks[block], path)
         if module is None:
@@ -186,13 +325,22 @@ class ModelAdapter:
             return h
         if affine:
             return self.final_norm(h)
-        return _normalize_only(self.final_norm, h)
+        return self.norm_form(self.final_norm).normalize(h)
+
+    def norm_form(self, norm: nn.Module) -> NormForm:
+        """``norm`` as ``gamma * normalise(x) + beta`` (measured once, then cached)."""
+        key = id(norm)
+        if key not in self._norm_forms:
+            self._norm_forms[key] = measure_norm(norm, self.d_model)
+        return self._norm_forms[key]
 
     def unembed_normed(self, x: Tensor) -> Tensor:
         """Logits from an already-normalised state (projection, unembedding, soft-capping)."""
         if self.post_norm is not None:
             x = self.post_norm(x)
         logits = self.unembed(x.to(self.unembed.weight.dtype))
+        if self.logit_scale != 1.0:
+            logits = logits * self.logit_scale
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -219,12 +367,23 @@ class ModelAdapter:
     def run_with_resid_graph(self, input_ids: list[int]) -> tuple[Tensor, list[Tensor]]:
         """Logits [1, T, V] and resid[0..L] (each [1, T, D]) of one prompt, inside the autograd
         graph, for gradients with respect to hidden states. The states are the tensors the
-        blocks pass on (a view of them would not be an ancestor of later states)."""
+        blocks pass on (a view of them would not be an ancestor of later states).
+
+        The model runs on token ids, as in every other method; the token-embedding output is
+        made a leaf that requires grad, so the graph exists even with frozen weights, and
+        whatever the model does after the embedding (multipliers, scaling) stays in."""
         states: list[Tensor] = []
         ids = torch.tensor([input_ids], device=self.device)
-        embeds = self.model.get_input_embeddings()(ids).detach().requires_grad_(True)
-        with torch.enable_grad(), self.record_resid(states):
-            logits = self.model(inputs_embeds=embeds).logits
+
+        def leaf(_mod, _args, output):
+            return output.detach().requires_grad_(True)
+
+        handle = self.model.get_input_embeddings().register_forward_hook(leaf)
+        try:
+            with torch.enable_grad(), self.record_resid(states):
+                logits = self.model(input_ids=ids, use_cache=False).logits
+        finally:
+            handle.remove()
         return logits, states
 
     @contextlib.contextmanager
@@ -272,10 +431,65 @@ def is_rms_norm(norm: nn.Module) -> bool:
     return "rms" in type(norm).__name__.lower()
 
 
-def _normalize_only(norm: nn.Module, h: Tensor) -> Tensor:
-    """LayerNorm / RMSNorm without the learned scale and bias."""
-    eps = norm_eps(norm)
-    if is_rms_norm(norm):
-        hf = h.float()
-        return (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + eps)).to(h.dtype)
-    return nn.functional.layer_norm(h, h.shape[-1:], eps=eps)
+@dataclass(frozen=True)
+class NormForm:
+    """A norm written as ``gamma * (x - centre) / sqrt(stat(x) + eps) + beta``: ``centre`` is
+    the mean (LayerNorm) or nothing (RMSNorm), ``stat`` the variance or the mean square.
+
+    Measured from the module's outputs rather than read from its class, so Gemma's ``1 + w``,
+    Nemotron's LayerNorm1P, Cohere's bias-free LayerNorm and non-affine norms all fit."""
+
+    gamma: Tensor  # [D]
+    beta: Tensor  # [D]
+    centred: bool
+    eps: float
+
+    def scale(self, x: Tensor) -> Tensor:
+        """``1 / sqrt(stat(x) + eps)`` over the last axis, keepdim (the frozen-scale factor)."""
+        xf = x.float()
+        stat = (
+            xf.var(-1, unbiased=False, keepdim=True) if self.centred else xf.pow(2).mean(-1, True)
+        )
+        return torch.rsqrt(stat + self.eps)
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """The normalisation alone, without gamma and beta (the 2020 logit lens)."""
+        xf = x.float()
+        centred = xf - xf.mean(-1, keepdim=True) if self.centred else xf
+        return (centred * self.scale(xf)).to(x.dtype)
+
+    def apply(self, x: Tensor) -> Tensor:
+        """The whole norm, rebuilt from the measured parts (checked against the module)."""
+        return self.gamma * self.normalize(x.float()) + self.beta
+
+
+def measure_norm(norm: nn.Module, d: int) -> NormForm:
+    """Measure ``gamma``, ``beta`` and whether ``norm`` centres, from its outputs on probes of
+    mean 0 and mean square 1 (where LayerNorm and RMSNorm agree): ``norm(v) - norm(-v)`` is
+    ``2 gamma v / sqrt(1 + eps)`` and ``norm(v) + norm(-v)`` is ``2 beta``."""
+    p = next(iter(norm.parameters()), None)
+    dtype = p.dtype if p is not None else torch.float32
+    device = p.device if p is not None else torch.device("cpu")
+    eps = float(norm_eps(norm))
+    v = torch.ones(d)
+    v[1::2] = -1.0
+    w = torch.roll(v, 1)
+    if d % 2:  # odd width: zero one entry in each probe so both keep mean 0 (different ones)
+        v[-1], w[0] = 0.0, 0.0
+    probes = (
+        torch.stack([v, -v, w, -w, v + 3.0])
+        / torch.stack([v, v, w, w, v]).pow(2).mean(-1, keepdim=True).sqrt()
+    )
+    with torch.no_grad():
+        out = norm(probes.to(device, dtype)).float().cpu()
+    beta = (out[0] + out[1]) / 2
+    fix = (1.0 + eps) ** 0.5
+    gv = (out[0] - out[1]) / 2 * fix
+    gw = (out[2] - out[3]) / 2 * fix
+    pv, pw = probes[0], probes[2]
+    gamma = torch.where(
+        pv != 0, gv / torch.where(pv != 0, pv, 1.0), gw / torch.where(pw != 0, pw, 1.0)
+    )
+    # A centring norm ignores a constant shift of its input.
+    centred = bool(torch.allclose(out[4], out[0], rtol=1e-3, atol=1e-4))
+    return NormForm(gamma=gamma, beta=beta, centred=centred, eps=eps)

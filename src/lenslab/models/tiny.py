@@ -73,12 +73,125 @@ TINY_CONFIGS: dict[str, dict] = {
         head_dim=8,
     ),
 }
+_DEC = dict(
+    num_hidden_layers=3,
+    hidden_size=32,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=64,
+)
+_MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# More families, by name: (model_type, config). A name may be a layout variant of a type.
+# Multipliers are set away from 1 so a lens that ignores them is caught.
+FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "gpt_neo": (
+        "gpt_neo",
+        dict(
+            num_layers=3,
+            hidden_size=32,
+            num_heads=4,
+            max_position_embeddings=64,
+            attention_types=[[["global", "local"], 1], [["global"], 1]],
+            window_size=4,
+        ),
+    ),
+    "gpt_bigcode": ("gpt_bigcode", TINY_CONFIGS["gpt2"]),
+    "bloom": ("bloom", dict(n_layer=3, hidden_size=32, n_head=4)),
+    "falcon": ("falcon", dict(_DEC, num_key_value_heads=None)),
+    "falcon_seq": ("falcon", dict(_DEC, num_key_value_heads=None, parallel_attn=False)),
+    "falcon_new": (
+        "falcon",
+        dict(_DEC, new_decoder_architecture=True, num_kv_heads=2, num_key_value_heads=None),
+    ),
+    "mpt": ("mpt", dict(n_layers=3, d_model=32, n_heads=4, max_seq_len=64, expansion_ratio=2)),
+    "opt_350m": (
+        "opt",
+        dict(
+            TINY_CONFIGS["opt"], hidden_size=48, word_embed_proj_dim=32, do_layer_norm_before=False
+        ),
+    ),
+    "phi": ("phi", dict(_DEC, partial_rotary_factor=0.5)),
+    "stablelm": ("stablelm", _DEC),
+    "starcoder2": ("starcoder2", _DEC),
+    "gemma2": ("gemma2", dict(_DEC, head_dim=8, sliding_window=4)),
+    "gemma3": ("gemma3_text", dict(_DEC, head_dim=8, sliding_window=4)),
+    "olmo2": ("olmo2", _DEC),
+    "cohere": ("cohere", dict(_DEC, logit_scale=0.0625)),
+    "granite": (
+        "granite",
+        dict(
+            _DEC,
+            embedding_multiplier=12.0,
+            logits_scaling=8.0,
+            residual_multiplier=0.22,
+            attention_multiplier=0.125,
+        ),
+    ),
+    "mixtral": ("mixtral", dict(_DEC, num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2_moe": (
+        "qwen2_moe",
+        dict(_DEC, **_MOE, num_experts=4, shared_expert_intermediate_size=32),
+    ),
+    "qwen3_moe": ("qwen3_moe", dict(_DEC, **_MOE, num_experts=4, head_dim=8)),
+    "deepseek_v3": (
+        "deepseek_v3",
+        dict(
+            _DEC,
+            **_MOE,
+            n_routed_experts=4,
+            first_k_dense_replace=1,
+            n_group=1,
+            topk_group=1,
+            kv_lora_rank=16,
+            q_lora_rank=16,
+            qk_rope_head_dim=4,
+            qk_nope_head_dim=4,
+            v_head_dim=8,
+            rope_scaling=None,
+        ),
+    ),
+    "gpt_oss": (
+        "gpt_oss",
+        dict(_DEC, num_local_experts=4, num_experts_per_tok=2, head_dim=8, sliding_window=4),
+    ),
+    "llama4": (
+        "llama4_text",
+        dict(
+            _DEC,
+            head_dim=8,
+            num_local_experts=2,
+            num_experts_per_tok=1,
+            intermediate_size_mlp=64,
+            interleave_moe_layer_step=2,
+        ),
+    ),
+    "cohere2": ("cohere2", dict(_DEC, logit_scale=0.125, sliding_window=4)),
+    "granitemoe": (
+        "granitemoe",
+        dict(
+            _DEC,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            embedding_multiplier=5.0,
+            logits_scaling=8.0,
+            residual_multiplier=0.3,
+        ),
+    ),
+    "nemotron": ("nemotron", _DEC),  # LayerNorm1P: scale 1 + w
+    "glm4": ("glm4", _DEC),
+    "olmo3": ("olmo3", dict(_DEC, sliding_window=4)),
+    "exaone4": ("exaone4", dict(_DEC, sliding_window=4)),
+}
 WORDS = [f"w{i}" for i in range(80)]
 
 
 def build_tiny(arch: str, seed: int = 0, **overrides) -> PreTrainedModel:
-    """A randomly initialised causal LM of architecture ``arch`` (a ``model_type``)."""
-    config = AutoConfig.for_model(arch, **{**_COMMON, **TINY_CONFIGS.get(arch, {}), **overrides})
+    """A randomly initialised causal LM of architecture ``arch``: a ``model_type`` of
+    ``TINY_CONFIGS`` (or any other, with transformers' defaults) or a name of
+    ``FAMILY_CONFIGS``."""
+    model_type, sizes = FAMILY_CONFIGS.get(arch, (arch, TINY_CONFIGS.get(arch, {})))
+    config = AutoConfig.for_model(model_type, **{**_COMMON, **sizes, **overrides})
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     _spread_norms(model, seed)

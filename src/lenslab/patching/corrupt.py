@@ -161,7 +161,7 @@ def noise_cases(
         # Seeded by the prompt's id, so a prompt's noise does not depend on the others.
         prompt_seed = seed * 1_000_003 + zlib.crc32(p.id.encode())
         noise = subject_noise(
-            len(p.input_ids), p.subject_positions, adapter.d_model, std, samples, prompt_seed
+            len(p.input_ids), p.subject_positions, adapter.d_embed, std, samples, prompt_seed
         )
         cases.append(
             Case(

@@ -166,10 +166,11 @@ class Patcher:
                 )
             self.noise = None
         else:
-            if noise.ndim != 3 or noise.shape[1:] != (T, adapter.d_model):
+            if noise.ndim != 3 or noise.shape[1:] != (T, adapter.d_embed):
                 raise LensLabError(
                     f"noise of shape {tuple(noise.shape)} does not fit a {T}-token prompt",
-                    fix=f"give noise as [samples, {T}, {adapter.d_model}]",
+                    fix=f"give noise as [samples, {T}, {adapter.d_embed}] (the width of the "
+                    "token embeddings)",
                 )
             self.corrupt_ids = self.clean_ids
             self.noise = noise.to(dev)
@@ -198,7 +199,10 @@ class Patcher:
 
         def keep(store):
             # OPT's fc2 sees tokens flattened to [B*T, D]: view every output as [B, T, D].
-            return lambda out: store.append(out.reshape(-1, len(ids), out.shape[-1])[0]) or None
+            # Clone: some blocks add into a sublayer's output in place afterwards (Falcon).
+            return lambda out: (
+                store.append(out.reshape(-1, len(ids), out.shape[-1])[0].clone()) or None
+            )
 
         def pre(_mod, a, kw):
             args.append((a[1:], dict(kw)))
@@ -241,7 +245,10 @@ class Patcher:
 
     @torch.no_grad()
     def check_suffix(self) -> tuple[bool, str]:
-        """Does replaying the captured block calls on a batch of 2 reproduce resid[1..L]?"""
+        """Does replaying the captured block calls on a batch of 2 reproduce resid[1..L], and
+        do patched runs through the suffix equal the full hooked forward? (A replay that is
+        right on the clean run can still be wrong on a patched one, e.g. when a block's
+        captured arguments carry per-token state of the clean prompt.)"""
         h = self.clean.resid[0].expand(2, -1, -1).clone()
         try:
             for j in range(self.L):
@@ -250,8 +257,25 @@ class Patcher:
                 if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=1e-5):
                     err = (h - want).abs().max().item()
                     return False, f"block {j} output differs by {err:.3g}"
+            return self._check_patched()
         except Exception as err:  # noqa: BLE001 - any failure means: do not use this path
             return False, f"{type(err).__name__}: {err}"
+
+    def _check_patched(self) -> tuple[bool, str]:
+        """A few patches of each kind through both runners, which must agree."""
+        T, mid = len(self.clean_ids), self.L // 2
+        patches = [
+            Patch("resid", (mid,), (0, T - 1)),
+            Patch("attn", (mid,), tuple(range(T))),
+            Patch("mlp", (0,), (T - 1,)),
+        ]
+        ident = lambda x: x  # noqa: E731
+        fast = torch.cat([v for _, v in self._run_suffix(patches, [0] * 3, ident, -1)])
+        order = sorted(range(3), key=lambda k: patches[k].start(self.L))
+        full = torch.cat([v for _, v in self._run_full(patches, [0] * 3, ident, -1)])[order]
+        if not torch.allclose(fast, full, rtol=1e-4, atol=1e-4):
+            err = (fast - full).abs().max().item()
+            return False, f"patched runs differ from the full forward by {err:.3g}"
         return True, ""
 
     def _block(self, j: int, h: Tensor) -> Tensor:
@@ -289,6 +313,8 @@ class Patcher:
             raise LensLabError("one sample index per patch is needed", fix="pass equal lengths")
         for p in patches:
             self._check_patch(p)
+        for kind in sorted({p.kind for p in patches}):
+            self.adapter.require(f"patch_{kind}")
         for s in samples:
             if not 0 <= s < self.n_samples:
                 raise LensLabError(
