@@ -3,9 +3,12 @@
 import logging
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.patching import parse_config, run_patching
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 logging.basicConfig(level=logging.INFO)
 setup()

@@ -6,7 +6,7 @@ rule report:
         figures=all_figures(),
         code=lib("report"),
     output:
-        html="results/report.html",
+        html=res("report.html"),
     params:
         study=to_plain(CFG.study),
         extras={"models": {m: model_cfg(m) for m in MODELS}},
