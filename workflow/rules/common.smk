@@ -7,6 +7,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # works without `pip install -e .` too
 
 from lenslab.config import canonical_json, load_config, to_plain  # noqa: E402
+from lenslab.validate import validate_study  # noqa: E402
 
 STUDY = str(config.get("study", "default"))
 OVERRIDES = [str(o) for o in config.get("overrides", []) or []]
@@ -65,6 +66,11 @@ def model_dir(model):
 def model_input(wildcards):
     """Rules that load a model depend on its training only for the embedded model."""
     return {"model_dir": model_dir(wildcards.model)} if is_embedded(wildcards.model) else {}
+
+
+# Every prompt set against every model, and every figure's options, before any job runs: a
+# prompt too long for the model, an unknown word or a bad option is one clear error here.
+validate_study(CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS})
 
 
 def prompts_cfg(prompts):
