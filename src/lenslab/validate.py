@@ -138,7 +138,8 @@ def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt
     try:
         encoded = encode_prompt(facts.tokenizer, prompt, facts.prepend_bos)
     except LensLabError as err:
-        raise LensLabError(f"prompt {set_name}/{pid}, model {facts.name!r}: {err.problem}", err.fix)
+        problem = f"prompt {set_name}/{pid}, model {facts.name!r}: {err.problem}"
+        raise LensLabError(problem, err.fix) from err
     if facts.n_ctx is not None and len(encoded.input_ids) > facts.n_ctx:
         raise LensLabError(
             f"prompt {set_name}/{pid} is {len(encoded.input_ids)} tokens, longer than the "
