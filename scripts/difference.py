@@ -27,7 +27,7 @@ encoded = {
 }
 acts = load_activations(snakemake.input.acts)
 states = {
-    pid: with_final_norm(r, adapter.normalize)
+    pid: with_final_norm(r, adapter.normalize, adapter.unembed.weight.dtype)
     for pid, r in zip(acts.prompt_ids, acts.resid, strict=True)
 }
 tables = [
