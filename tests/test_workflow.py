@@ -62,7 +62,7 @@ def study_run(tmp_path_factory, trained) -> Path:
 
 @pytest.mark.slow
 def test_test_study_produces_figures_and_report(study_run):
-    results = study_run / "results"
+    results = study_run / "results" / "test"
     report = (results / "report.html").read_text()
     figure = results / "figures" / "F1_embedded-test_embedded_capital_pair"
     for ext in ("png", "svg", "json"):
@@ -75,7 +75,7 @@ def test_test_study_produces_figures_and_report(study_run):
 
 @pytest.mark.slow
 def test_f1_table_matches_a_direct_computation(study_run, embedded_test_dir):
-    results = study_run / "results"
+    results = study_run / "results" / "test"
     table = read_parquet(
         results / "tables/embedded-test/embedded_capital_pair/F1_difference.parquet"
     )
