@@ -27,6 +27,7 @@ lint: setup
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
+# results/models/ (trained models, shared), results/logs/, results/<study>/ for each study.
 clean-results:
-	rm -rf results/models results/activations results/lens results/tables results/figures \
-	       results/patching results/attribution results/iterative results/visibility results/tuned_lens results/logs results/report.html .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .snakemake

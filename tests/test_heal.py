@@ -10,45 +10,21 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_project, project_env, snakemake_in
 
-REPO = Path(__file__).resolve().parents[1]
-PROJECT_PARTS = ("Snakefile", "workflow", "src", "scripts", "conf", "profiles")
 MODEL = "embedded-test"
 
 
-def copy_project(dest: Path) -> Path:
-    """The code of the project in ``dest`` (results are written there, as in a checkout)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for part in PROJECT_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
 def command(project: Path, *args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(project / "Snakefile"),
-        "--cores",
-        "2",
-        *args,
-    ]
+    return snakemake_in(project, *args)
 
 
 def env(project: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(project / "src")}
+    return project_env(project)
 
 
 def smk(project: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
@@ -99,16 +75,14 @@ def incomplete(project: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def study(embedded_test_dir) -> list[str]:
-    return ["--config", "study=test", f"overrides=[models.{MODEL}.source={embedded_test_dir}]"]
+def study(test_study_args) -> list[str]:
+    return test_study_args
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, study) -> tuple[Path, dict[str, str]]:
-    """The test study run once in a copy of the project: (project, its result checksums)."""
-    proj = copy_project(tmp_path_factory.mktemp("heal") / "lenslab")
-    smk(proj, *study)
-    return proj, snapshot(proj)
+def project(test_study_project) -> tuple[Path, dict[str, str]]:
+    """The session's test-study project and the checksums of its results."""
+    return test_study_project, snapshot(test_study_project)
 
 
 R = "test"  # the study's results directory, results/<study>/
@@ -173,8 +147,7 @@ def test_corrupt_file_fails_naming_the_log_and_heals_once_deleted(project, study
 @pytest.mark.slow
 def test_kill_9_mid_rule_then_unlock_and_plain_run_restores_every_file(project, study):
     proj, reference = project
-    (proj / f"results/{R}/patching/{MODEL}/embedded_facts.parquet").unlink()
-    killed = interrupt(proj, signal.SIGKILL, *study)
+    killed = interrupt(proj, signal.SIGKILL, "--forcerun", "patching", *study)
     assert killed.returncode == -signal.SIGKILL
     assert incomplete(proj), "no job was running when the run was killed"
     smk(proj, "--unlock", *study)
@@ -217,3 +190,38 @@ def test_bad_input_fails_before_any_job_runs(tmp_path):
     message = proc.stdout + proc.stderr
     assert "does not know the word(s) ['Atlantis']" in message and "Fix:" in message
     assert not (proj / "results").exists()
+
+
+TINY_TRAINING = {
+    "steps": 250,
+    "n_layer": 2,
+    "stage1_layers": 1,
+    "stage1_steps": 120,
+    "stage1_copy_target": 0.0,
+    "batch_size": 4,
+    "warmup_steps": 5,
+    "num_threads": 1,
+    "eval_copy_items": 20,
+}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_keeps_the_checkpoint_and_a_plain_rerun_resumes(tmp_path):
+    from lenslab.config import load_config, to_plain
+    from lenslab.embedded.train import checkpoint_dir, train_embedded_model
+
+    proj = copy_project(tmp_path / "lenslab")
+    overrides = [f"models.{MODEL}.embedded.{k}={v}" for k, v in TINY_TRAINING.items()]
+    args = ["--config", "study=test", f"overrides=[{','.join(overrides)}]"]
+    target = f"results/models/{MODEL}"
+    state = checkpoint_dir(proj / target) / "state.pt"
+    stopped = interrupt(proj, signal.SIGINT, target, *args, when=state.exists)
+    assert stopped.returncode != 0
+    assert not (proj / target).exists() and state.exists()  # Snakemake removed the output only
+    smk(proj, target, *args)
+    log = (proj / f"results/logs/train_embedded/{MODEL}.log").read_text()
+    assert "resuming embedded-test at step " in log and not state.parent.exists()
+    settings = to_plain(load_config("test", overrides).models[MODEL].embedded)
+    train_embedded_model(settings, tmp_path / "whole", progress=False)
+    for name in ("model.safetensors", "metrics.json"):
+        assert (proj / target / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()

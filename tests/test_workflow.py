@@ -18,8 +18,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "
 
 
 def snakemake(workdir: Path, *args: str) -> str:
+    """Run in ``workdir``: with its own Snakefile when it is a copy of the project."""
+    own = workdir / "Snakefile"
+    base = [*SNAKEMAKE[:3], str(own), *SNAKEMAKE[4:]] if own.exists() else SNAKEMAKE
     proc = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        [*base, "--directory", str(workdir), *args],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -54,10 +57,9 @@ def trained(embedded_test_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory, trained) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
-    snakemake(workdir, *study(trained))
-    return workdir
+def study_run(test_study_project) -> Path:
+    """The test study, built once per session in a copy of the project (tests/conftest.py)."""
+    return test_study_project
 
 
 @pytest.mark.slow
