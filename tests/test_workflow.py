@@ -20,7 +20,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "
 def snakemake(workdir: Path, *args: str) -> str:
     """Run in ``workdir``: with its own Snakefile when it is a copy of the project."""
     own = workdir / "Snakefile"
-    base = [*SNAKEMAKE[:3], str(own), *SNAKEMAKE[4:]] if own.exists() else SNAKEMAKE
+    base = [*SNAKEMAKE[:4], str(own), *SNAKEMAKE[5:]] if own.exists() else SNAKEMAKE
     proc = subprocess.run(
         [*base, "--directory", str(workdir), *args],
         capture_output=True,

@@ -84,6 +84,11 @@ def model_facts(model_cfg: Any, path: str | None) -> ModelFacts | None:
     source = Path(str(path or _get(model_cfg, "source")))
     if source.is_dir():
         check_tokenizer_files(source)
+        if not (source / "config.json").exists():
+            raise LensLabError(
+                f"model directory {source} has no config.json",
+                fix="point `source` at a directory written by save_pretrained, or a hub id",
+            )
         config = json.loads((source / "config.json").read_text())
         from transformers import AutoTokenizer
 
