@@ -211,7 +211,7 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_a_plain_rerun_resumes(t
     from lenslab.embedded.train import checkpoint_dir, train_embedded_model
 
     proj = copy_project(tmp_path / "lenslab")
-    overrides = [f"models.{MODEL}.embedded.{k}={v}" for k, v in TINY_TRAINING.items()]
+    overrides = [f"++models.{MODEL}.embedded.{k}={v}" for k, v in TINY_TRAINING.items()]
     args = ["--config", "study=test", f"overrides=[{','.join(overrides)}]"]
     target = f"results/models/{MODEL}"
     state = checkpoint_dir(proj / target) / "state.pt"

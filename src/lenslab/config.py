@@ -7,6 +7,7 @@ API, then merges the result into the schemas below so that a typo fails with the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -143,10 +144,16 @@ def _field_hint(message: str, study: str, conf_dir: Path) -> LensLabError | None
         return None
     if not isinstance(node, DictConfig):
         return None
+    if not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        # A free-form block (a stage's settings, the embedded model's): new keys are allowed.
+        return LensLabError(
+            f"{parent} does not set {leaf!r} (it sets {sorted(node.keys())})",
+            fix=f"correct the spelling, or add the setting with +{key}=... if that block "
+            "takes it (each stage checks its own keys)",
+        )
     return LensLabError(
         f"{parent} has no field {leaf!r}",
-        fix=f"use one of its fields {sorted(node.keys())} (schema: lenslab/config.py and the "
-        f"stage's own settings); a `+` prefix only adds entries to free-form blocks",
+        fix=f"use one of its fields {sorted(node.keys())} (the schema in lenslab/config.py)",
     )
 
 
