@@ -47,7 +47,9 @@ def snapshot(project: Path) -> dict[str, str]:
     }
 
 
-def interrupt(project: Path, sig: int, *args: str, when=None) -> subprocess.Popen:
+def interrupt(
+    project: Path, sig: int, *args: str, when=None, settle: float = 1.0
+) -> subprocess.Popen:
     """Start a run in its own process group; once ``when()`` holds (default: a job has marked
     its outputs incomplete, i.e. it is running), send ``sig`` to the whole group, as a terminal
     does for Ctrl-C, or as `kill -9` of everything would."""
@@ -62,7 +64,7 @@ def interrupt(project: Path, sig: int, *args: str, when=None) -> subprocess.Pope
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(1.0)  # well inside the job: its script is importing or computing
+    time.sleep(settle)  # well inside the job: its script is importing or computing
     os.killpg(proc.pid, sig)
     proc.communicate(timeout=300)
     return proc
@@ -193,7 +195,7 @@ def test_bad_input_fails_before_any_job_runs(tmp_path):
 
 
 TINY_TRAINING = {
-    "steps": 250,
+    "steps": 400,
     "n_layer": 2,
     "stage1_layers": 1,
     "stage1_steps": 120,
@@ -215,7 +217,7 @@ def test_ctrl_c_during_training_keeps_the_checkpoint_and_a_plain_rerun_resumes(t
     args = ["--config", "study=test", f"overrides=[{','.join(overrides)}]"]
     target = f"results/models/{MODEL}"
     state = checkpoint_dir(proj / target) / "state.pt"
-    stopped = interrupt(proj, signal.SIGINT, target, *args, when=state.exists)
+    stopped = interrupt(proj, signal.SIGINT, target, *args, when=state.exists, settle=0)
     assert stopped.returncode != 0
     assert not (proj / target).exists() and state.exists()  # Snakemake removed the output only
     smk(proj, target, *args)
