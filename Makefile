@@ -36,6 +36,7 @@ lock: setup
 	    --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 	$(BIN)/python scripts/dev/sync_environment.py
 
+# results/models/ (trained models, shared), results/logs/, results/<study>/ for each study.
 clean-results:
-	rm -rf results/models results/activations results/lens results/tables results/figures \
-	       results/patching results/attribution results/iterative results/visibility results/tuned_lens results/logs results/report.html .snakemake
+	find results -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+	rm -rf .snakemake

@@ -2,6 +2,8 @@
 #   snakemake --cores all                         # the default study (embedded model)
 #   snakemake --cores all --config study=paper    # another study file in conf/study/
 #   snakemake --cores all --config 'overrides=["+model@models.gpt2=gpt2"]'   # Hydra overrides
+#   snakemake --cores all results/paper/report.html --config study=paper     # targets first
+# Results: results/models/ (trained models, shared), results/<study>/ (everything else).
 # Values come from Hydra (conf/); paths and the DAG live here and in workflow/rules/.
 
 configfile: f"{workflow.basedir}/workflow/snakemake.yaml"
@@ -29,6 +31,11 @@ include: "workflow/rules/findings.smk"
 include: "workflow/rules/report.smk"
 
 
+add_logs()
+
+
+# Every table and figure of the study, not only the report: whatever was deleted, killed or
+# never finished is rebuilt by a plain `snakemake --cores all`.
 rule all:
     input:
-        "results/report.html",
+        study_products([rules.report.output.html]),

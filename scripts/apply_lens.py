@@ -4,11 +4,14 @@ from pathlib import Path
 
 from lenslab.extract import load_activations
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.lenses.registry import build_lens
 from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 from lenslab.stats.lens_stats import apply_lens, parse_lens_config
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

@@ -6,9 +6,12 @@ from lenslab.difference import pair_difference, with_final_norm
 from lenslab.errors import LensLabError
 from lenslab.extract import load_activations
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params
@@ -24,7 +27,7 @@ encoded = {
 }
 acts = load_activations(snakemake.input.acts)
 states = {
-    pid: with_final_norm(r, adapter.normalize)
+    pid: with_final_norm(r, adapter.normalize, adapter.unembed.weight.dtype)
     for pid, r in zip(acts.prompt_ids, acts.resid, strict=True)
 }
 tables = [

@@ -4,9 +4,12 @@ from pathlib import Path
 
 from lenslab.config import canonical_json
 from lenslab.extract import extract, save_activations
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

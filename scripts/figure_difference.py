@@ -3,6 +3,9 @@
 from lenslab.figures.difference import plot_difference
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.joblog import start_log
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 table = read_parquet(snakemake.input.table)
 pair = snakemake.params.options.get("pair") or table["pair"].iloc[0]

@@ -4,6 +4,9 @@ from lenslab.figures.iterative import plot_iterative
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 from lenslab.skipped import save_skipped_figure, skipped
+from lenslab.joblog import start_log
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
 table = read_parquet(snakemake.input.table)

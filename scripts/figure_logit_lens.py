@@ -3,8 +3,11 @@
 from lenslab.figures.logit_lens import make_view
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.joblog import start_log
 from lenslab.runtime import setup
 from lenslab.stats.config import parse_lens_config
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

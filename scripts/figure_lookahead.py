@@ -3,6 +3,9 @@
 from lenslab.figures.lookahead import plot_lookahead
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.joblog import start_log
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
 table = read_parquet(snakemake.input.table)

@@ -14,7 +14,10 @@ from lenslab.figures.tuned_lens import (
     trajectory,
 )
 from lenslab.io import read_parquet
+from lenslab.joblog import start_log
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup(1)
 out = snakemake.output

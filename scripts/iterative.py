@@ -2,9 +2,12 @@
 
 from lenslab.io import write_parquet
 from lenslab.iterative import iterative_table
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.runtime import setup
 from lenslab.skipped import skip_reason, write_skipped_table
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

@@ -4,9 +4,12 @@ tracked-token summaries of every lens applied to one prompt set."""
 import pandas as pd
 
 from lenslab.io import read_parquet, write_parquet
+from lenslab.joblog import start_log
 from lenslab.runtime import setup
 from lenslab.stats.aggregate import compare_lenses, layer_means, target_means
 from lenslab.stats.config import parse_lens_config
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 cfg = parse_lens_config(snakemake.params.lens)

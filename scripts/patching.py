@@ -4,10 +4,13 @@ import dataclasses
 import logging
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.patching import parse_config, run_patching
 from lenslab.runtime import setup
 from lenslab.skipped import skip_reason, write_skipped_table
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 logging.basicConfig(level=logging.INFO)
 setup()

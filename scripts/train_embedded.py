@@ -5,6 +5,9 @@ Rule contract: ``params.settings`` is the config's ``embedded:`` block (a dict) 
 """
 
 from lenslab.embedded.train import train_embedded_model
+from lenslab.joblog import start_log
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 settings = dict(snakemake.params.settings)
 train_embedded_model(settings, snakemake.output.model_dir, progress=True)

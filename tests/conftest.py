@@ -3,6 +3,10 @@ embedded model is trained once per test session from conf/model/embedded-test.ya
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,58 @@ def tiny_adapter(request) -> ModelAdapter:
 @pytest.fixture
 def gpt2_adapter() -> ModelAdapter:
     return ModelAdapter(build_tiny("gpt2"), tiny_tokenizer(), name="tiny-gpt2")
+
+
+# -- the test study, run once per session in a copy of the project ------------------------------
+PROJECT_PARTS = ("Snakefile", "workflow", "src", "scripts", "conf", "profiles")
+
+
+def copy_project(dest: Path) -> Path:
+    """The code of the project in ``dest``; results are written there, as in a checkout."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in PROJECT_PARTS:
+        src = REPO / part
+        if src.is_dir():
+            shutil.copytree(src, dest / part, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / part)
+    return dest
+
+
+def snakemake_in(project: Path, *args: str) -> list[str]:
+    """The command line of a run of ``project``'s own Snakefile, in ``project``."""
+    snakefile = project / "Snakefile"
+    return [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--cores", "2", *args]
+
+
+def project_env(project: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(project / "src")}
+
+
+@pytest.fixture(scope="session")
+def test_study_args(embedded_test_dir) -> list[str]:
+    """--config of the test study on the session's trained model (the workflow does not retrain
+    it; the training rule is exercised by dry runs and tests/test_heal.py)."""
+    return [
+        "--config",
+        "study=test",
+        f"overrides=[models.embedded-test.source={embedded_test_dir}]",
+    ]
+
+
+@pytest.fixture(scope="session")
+def test_study_project(tmp_path_factory, test_study_args) -> Path:
+    """A copy of the project with the test study built once. Tests that change its results
+    restore them (tests/test_heal.py checks every file afterwards)."""
+    project = copy_project(tmp_path_factory.mktemp("study") / "lenslab")
+    proc = subprocess.run(
+        snakemake_in(project, *test_study_args),
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return project

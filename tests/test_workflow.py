@@ -18,8 +18,11 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "
 
 
 def snakemake(workdir: Path, *args: str) -> str:
+    """Run in ``workdir``: with its own Snakefile when it is a copy of the project."""
+    own = workdir / "Snakefile"
+    base = [*SNAKEMAKE[:4], str(own), *SNAKEMAKE[5:]] if own.exists() else SNAKEMAKE
     proc = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(workdir), *args],
+        [*base, "--directory", str(workdir), *args],
         capture_output=True,
         text=True,
         timeout=1200,
@@ -54,15 +57,14 @@ def trained(embedded_test_dir) -> str:
 
 
 @pytest.fixture(scope="module")
-def study_run(tmp_path_factory, trained) -> Path:
-    workdir = tmp_path_factory.mktemp("study")
-    snakemake(workdir, *study(trained))
-    return workdir
+def study_run(test_study_project) -> Path:
+    """The test study, built once per session in a copy of the project (tests/conftest.py)."""
+    return test_study_project
 
 
 @pytest.mark.slow
 def test_test_study_produces_figures_and_report(study_run):
-    results = study_run / "results"
+    results = study_run / "results" / "test"
     report = (results / "report.html").read_text()
     figure = results / "figures" / "F1_embedded-test_embedded_capital_pair"
     for ext in ("png", "svg", "json"):
@@ -75,7 +77,7 @@ def test_test_study_produces_figures_and_report(study_run):
 
 @pytest.mark.slow
 def test_f1_table_matches_a_direct_computation(study_run, embedded_test_dir):
-    results = study_run / "results"
+    results = study_run / "results" / "test"
     table = read_parquet(
         results / "tables/embedded-test/embedded_capital_pair/F1_difference.parquet"
     )

@@ -7,7 +7,9 @@ API, then merges the result into the schemas below so that a typo fails with the
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +120,9 @@ def load_config(
         with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
             raw = compose(config_name="config", overrides=[f"study={study}", *overrides])
     except HydraException as err:
+        hint = _field_hint(str(err), study, conf_dir)
+        if hint is not None:
+            raise hint from err
         raise LensLabError(
             f"cannot compose study {study!r}: {err}",
             fix=f"check the override; config groups: model={available('model', conf_dir)}, "
@@ -126,6 +131,33 @@ def load_config(
     finally:
         GlobalHydra.instance().clear()
     return validate(raw)
+
+
+def _field_hint(message: str, study: str, conf_dir: Path) -> LensLabError | None:
+    """A misspelt field (``models.embedded.dtyp=...``): Hydra suggests appending it with ``+``,
+    which would only move the error later. Name the fields that do exist there instead."""
+    found = re.search(r"Could not override '([^']+)'", message)
+    if not found or "@" in found.group(1) or "." not in found.group(1):
+        return None
+    key = found.group(1)
+    parent, _, leaf = key.rpartition(".")
+    try:
+        node = OmegaConf.select(load_config(study, (), conf_dir), parent)
+    except LensLabError:
+        return None
+    if not isinstance(node, DictConfig):
+        return None
+    if not dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        # A free-form block (a stage's settings, the embedded model's): new keys are allowed.
+        return LensLabError(
+            f"{parent} does not set {leaf!r} (it sets {sorted(node.keys())})",
+            fix=f"correct the spelling, or add the setting with +{key}=... if that block "
+            "takes it (each stage checks its own keys)",
+        )
+    return LensLabError(
+        f"{parent} has no field {leaf!r}",
+        fix=f"use one of its fields {sorted(node.keys())} (the schema in lenslab/config.py)",
+    )
 
 
 def validate(raw: DictConfig) -> DictConfig:

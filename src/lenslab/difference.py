@@ -76,8 +76,12 @@ def pair_difference(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def with_final_norm(resid: Tensor, normalize) -> Tensor:
-    """Append ``normalize(resid[L])`` as an extra state: ``[L+1, T, D] -> [L+2, T, D]``."""
+def with_final_norm(resid: Tensor, normalize, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Append ``normalize(resid[L])`` as an extra state: ``[L+1, T, D] -> [L+2, T, D]``.
+
+    ``dtype``: the model's, which its norm needs; the states come back in float32 (float64 for
+    a float64 model), and :func:`pair_difference` takes differences in float64."""
+    out = torch.float64 if dtype == torch.float64 else torch.float32
     with torch.no_grad():
-        normed = normalize(resid[-1:].to(torch.float32))
-    return torch.cat([resid.to(torch.float32), normed.to(torch.float32)])
+        normed = normalize(resid[-1:].to(dtype))
+    return torch.cat([resid.to(out), normed.to(out)])

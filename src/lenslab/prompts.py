@@ -112,3 +112,17 @@ def align_pair(
     if rule == "right":
         return [(n - k + i, m - k + i) for i in range(k)]
     raise LensLabError(f"unknown align rule {rule!r}", fix="use strict, left or right")
+
+
+def same_length(clean: EncodedPrompt, corrupt: EncodedPrompt, stage: str) -> None:
+    """Stages that restore states position by position (F13 patching) need equal token counts,
+    whatever the pair's ``align`` says: ``align`` only tells F1 which positions to compare."""
+    n, m = len(clean.input_ids), len(corrupt.input_ids)
+    if n != m:
+        raise LensLabError(
+            f"{stage} needs pairs of equal token counts, but {clean.id!r} has {n} tokens and "
+            f"{corrupt.id!r} has {m} ({clean.tokens} vs {corrupt.tokens}); a pair's `align` "
+            "applies to F1 only, since patching restores each state at the same position",
+            fix="reword one prompt so both have the same token count, or patch this prompt set "
+            "with noise (patching.prompt_sets.<set>.mode: noise)",
+        )

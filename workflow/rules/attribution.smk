@@ -8,7 +8,7 @@ rule dla:
         unpack(model_input),
         code=lib("attribution", "prompts", "models"),
     output:
-        table="results/attribution/{model}/{prompts}.parquet",
+        table=res("attribution/{model}/{prompts}.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -23,9 +23,9 @@ rule figure_F10:
         table=rules.dla.output.table,
         code=lib("figures/dla", "figures/save"),
     output:
-        png="results/figures/F10_{model}_{prompts}.png",
-        svg="results/figures/F10_{model}_{prompts}.svg",
-        caption="results/figures/F10_{model}_{prompts}.json",
+        png=res("figures/F10_{model}_{prompts}.png"),
+        svg=res("figures/F10_{model}_{prompts}.svg"),
+        caption=res("figures/F10_{model}_{prompts}.json"),
     script:
         "../../scripts/figure_dla.py"
 

@@ -1,18 +1,39 @@
-# Shared helpers for every rule file: the composed config, model paths, library dependencies and
-# the figure registry. Included first by the Snakefile.
+# Shared helpers for every rule file: the composed config, result paths, model paths, library
+# dependencies and the figure registry. Included first by the Snakefile.
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # works without `pip install -e .` too
 
 from lenslab.config import canonical_json, load_config, to_plain  # noqa: E402
+from lenslab.validate import validate_study  # noqa: E402
 
 STUDY = str(config.get("study", "default"))
 OVERRIDES = [str(o) for o in config.get("overrides", []) or []]
 CFG = load_config(STUDY, OVERRIDES)
 MODELS = list(CFG.models)
-LIB = Path(workflow.basedir) / "src" / "lenslab"
-SCRIPTS = Path(workflow.basedir) / "scripts"
+
+# Where results go. Trained models are shared by every study (same settings, same weights);
+# everything else, the report included, lives under the study's own directory, so studies
+# coexist. Rule files name result paths through res("...") and never spell "results/".
+MODELS_DIR = "results/models"
+RESULTS = f"results/{STUDY}"
+
+
+def res(path):
+    """A result path of this study: res("lens/{model}/x.parquet") -> results/<study>/lens/..."""
+    return f"{RESULTS}/{path}"
+
+
+def _relative(path):
+    """``path`` relative to the working directory: rule inputs stay the same strings when the
+    project is copied or moved, so a copy does not rerun every job."""
+    return os.path.relpath(path, Path.cwd())
+
+
+LIB = Path(_relative(Path(workflow.basedir) / "src" / "lenslab"))
+SCRIPTS = Path(_relative(Path(workflow.basedir) / "scripts"))
 
 
 def lib(*modules):
@@ -22,7 +43,7 @@ def lib(*modules):
     ("lenses") stands for every file in it.
     """
     files = []
-    for name in ("errors", "io", "config", "runtime", *modules):
+    for name in ("errors", "io", "config", "runtime", "joblog", *modules):
         path = LIB / name
         files += sorted(map(str, path.rglob("*.py"))) if path.is_dir() else [f"{path}.py"]
     return files
@@ -39,12 +60,17 @@ def is_embedded(model):
 
 def model_dir(model):
     """Where the model's weights come from: the trained directory or the hub id/local path."""
-    return f"results/models/{model}" if is_embedded(model) else CFG.models[model].source
+    return f"{MODELS_DIR}/{model}" if is_embedded(model) else CFG.models[model].source
 
 
 def model_input(wildcards):
     """Rules that load a model depend on its training only for the embedded model."""
     return {"model_dir": model_dir(wildcards.model)} if is_embedded(wildcards.model) else {}
+
+
+# Every prompt set against every model, and every figure's options, before any job runs: a
+# prompt too long for the model, an unknown word or a bad option is one clear error here.
+validate_study(CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS})
 
 
 def prompts_cfg(prompts):
@@ -66,8 +92,8 @@ def register_figure(fid, targets):
 
 
 def figure_files(fid, model, prompts, exts=("png", "svg", "json")):
-    """The standard outputs of one figure: results/figures/<FID>_<model>_<prompts>.<ext>."""
-    return [f"results/figures/{fid}_{model}_{prompts}.{ext}" for ext in exts]
+    """The standard outputs of one figure: results/<study>/figures/<FID>_<model>_<prompts>.<ext>."""
+    return [res(f"figures/{fid}_{model}_{prompts}.{ext}") for ext in exts]
 
 
 def all_figures():
@@ -82,3 +108,57 @@ def all_figures():
             for prompts in fig.prompts:
                 out += FIGURES[fid](model, prompts)
     return out
+
+
+# -- every product of the study --------------------------------------------------------------
+# Snakemake rebuilds a missing file only when a job that needs to run asks for it: once the
+# report exists, a deleted table or a killed job's missing outputs would stay missing ("Nothing
+# to be done"). `rule all` therefore asks for every file that any job of the study produces,
+# found by walking the DAG from the figures through the rules' own inputs, so new rules are
+# covered without registering anything.
+
+
+def _producers(path):
+    return [r for r in workflow.rules if r.name != "all" and r.output and r.is_producer(path)]
+
+
+def study_products(targets):
+    """Every file some rule produces on the way to ``targets`` (targets included), in a stable
+    order. Source files and hub model ids, which no rule produces, are left out."""
+    seen, order, todo = set(), [], list(targets)
+    while todo:
+        path = str(todo.pop(0))
+        if path in seen:
+            continue
+        seen.add(path)
+        rules_ = _producers(path)
+        if not rules_:
+            continue
+        order.append(path)
+        rule_ = rules_[0]  # the rules' wildcard constraints make the producer unique
+        wildcards = rule_.get_wildcards(path)
+        outputs, _ = rule_.expand_output(wildcards)
+        inputs = rule_.expand_input(wildcards)[0]
+        todo += [str(f) for f in outputs] + [str(f) for f in inputs]
+    return order
+
+
+# -- a log file for every rule ----------------------------------------------------------------
+
+
+def log_path(rule_):
+    """results/<study>/logs/<rule>/<wildcard values>.log."""
+    names = sorted(rule_.wildcard_names)
+    stem = "_".join("{%s}" % n for n in names) or rule_.name
+    return res(f"logs/{rule_.name}/{stem}.log")
+
+
+def add_logs():
+    """Give every rule without a `log:` directive one, so each job's output (stdout, stderr,
+    progress bars, the traceback) is kept in a file that the failure summary names. Called by
+    the Snakefile after every rule file is included."""
+    for rule_ in workflow.rules:
+        if rule_.name != "all" and not rule_.log:
+            # What the `log:` directive does: the log path goes through the output's modifier.
+            rule_.log_modifier = rule_.output_modifier
+            rule_.set_log(log_path(rule_))

@@ -4,10 +4,10 @@
 rule difference:
     input:
         unpack(model_input),
-        acts="results/activations/{model}/{prompts}/resid.safetensors",
+        acts=res("activations/{model}/{prompts}/resid.safetensors"),
         code=lib("difference", "prompts", "extract", "models"),
     output:
-        table="results/tables/{model}/{prompts}/F1_difference.parquet",
+        table=res("tables/{model}/{prompts}/F1_difference.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -21,9 +21,9 @@ rule figure_F1:
         table=rules.difference.output.table,
         code=lib("figures/difference", "figures/save"),
     output:
-        png="results/figures/F1_{model}_{prompts}.png",
-        svg="results/figures/F1_{model}_{prompts}.svg",
-        caption="results/figures/F1_{model}_{prompts}.json",
+        png=res("figures/F1_{model}_{prompts}.png"),
+        svg=res("figures/F1_{model}_{prompts}.svg"),
+        caption=res("figures/F1_{model}_{prompts}.json"),
     params:
         options=lambda w: to_plain(CFG.study.figures.get("F1", {}).get("options", {})),
     script:

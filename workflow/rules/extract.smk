@@ -6,8 +6,8 @@ rule extract:
         unpack(model_input),
         code=lib("extract", "prompts", "models"),
     output:
-        resid="results/activations/{model}/{prompts}/resid.safetensors",
-        tokens="results/activations/{model}/{prompts}/tokens.parquet",
+        resid=res("activations/{model}/{prompts}/resid.safetensors"),
+        tokens=res("activations/{model}/{prompts}/tokens.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),

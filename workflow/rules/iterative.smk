@@ -7,7 +7,7 @@ rule iterative:
         unpack(model_input),
         code=lib("iterative", "prompts", "models"),
     output:
-        table="results/iterative/{model}/{prompts}.parquet",
+        table=res("iterative/{model}/{prompts}.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -22,9 +22,9 @@ rule figure_F14:
         table=rules.iterative.output.table,
         code=lib("figures/iterative", "figures/save", "stats/aggregate"),
     output:
-        png="results/figures/F14_{model}_{prompts}.png",
-        svg="results/figures/F14_{model}_{prompts}.svg",
-        caption="results/figures/F14_{model}_{prompts}.json",
+        png=res("figures/F14_{model}_{prompts}.png"),
+        svg=res("figures/F14_{model}_{prompts}.svg"),
+        caption=res("figures/F14_{model}_{prompts}.json"),
     script:
         "../../scripts/figure_iterative.py"
 

@@ -7,15 +7,15 @@ LENS = parse_lens_config(stage_cfg("lens"))  # a bad lens block fails here, befo
 
 def lens_inputs(wildcards):
     """Activations of the prompt set; the tuned lens also needs its trained parameters."""
-    base = f"results/activations/{wildcards.model}/{wildcards.prompts}"
+    base = res(f"activations/{wildcards.model}/{wildcards.prompts}")
     inputs = {"resid": f"{base}/resid.safetensors", "tokens": f"{base}/tokens.parquet"}
     if wildcards.lens == "tuned":
-        inputs["tuned"] = f"results/tuned_lens/{wildcards.model}/params.pt"
+        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
     return inputs
 
 
 def lens_files(model, prompts, lenses=None, suffix="parquet"):
-    return [f"results/lens/{model}/{prompts}/{lens}.{suffix}" for lens in lenses or LENS.lenses]
+    return [res(f"lens/{model}/{prompts}/{lens}.{suffix}") for lens in lenses or LENS.lenses]
 
 
 def figure_options(fid):
@@ -34,8 +34,8 @@ rule apply_lens:
         unpack(lens_inputs),
         code=lib("lenses", "stats", "models", "prompts", "extract"),
     output:
-        table="results/lens/{model}/{prompts}/{lens}.parquet",
-        targets="results/lens/{model}/{prompts}/{lens}.targets.parquet",
+        table=res("lens/{model}/{prompts}/{lens}.parquet"),
+        targets=res("lens/{model}/{prompts}/{lens}.targets.parquet"),
     wildcard_constraints:
         lens=r"[A-Za-z0-9_\-]+",
     params:
@@ -54,9 +54,9 @@ rule lens_tables:
         targets=lambda w: lens_files(w.model, w.prompts, suffix="targets.parquet"),
         code=lib("stats"),
     output:
-        means="results/lens/{model}/{prompts}/agg/layer_means.parquet",
-        compare="results/lens/{model}/{prompts}/agg/lens_compare.parquet",
-        targets="results/lens/{model}/{prompts}/agg/target_means.parquet",
+        means=res("lens/{model}/{prompts}/agg/layer_means.parquet"),
+        compare=res("lens/{model}/{prompts}/agg/lens_compare.parquet"),
+        targets=res("lens/{model}/{prompts}/agg/target_means.parquet"),
     params:
         lens=stage_cfg("lens"),
     threads: 1
@@ -73,9 +73,9 @@ rule figure_logit_lens:
         means=rules.lens_tables.output.means,
         code=lib("figures/logit_lens", "figures/save", "lenses/registry", "stats/config"),
     output:
-        png="results/figures/{fid}_{model}_{prompts}.png",
-        svg="results/figures/{fid}_{model}_{prompts}.svg",
-        json="results/figures/{fid}_{model}_{prompts}.json",
+        png=res("figures/{fid}_{model}_{prompts}.png"),
+        svg=res("figures/{fid}_{model}_{prompts}.svg"),
+        json=res("figures/{fid}_{model}_{prompts}.json"),
     wildcard_constraints:
         fid="F[2-6]",
     params:
@@ -93,9 +93,9 @@ rule figure_F17:
         means=rules.lens_tables.output.means,
         code=lib("figures/distances", "figures/save", "lenses/registry", "stats/config"),
     output:
-        png="results/figures/F17_{model}_{prompts}.png",
-        svg="results/figures/F17_{model}_{prompts}.svg",
-        json="results/figures/F17_{model}_{prompts}.json",
+        png=res("figures/F17_{model}_{prompts}.png"),
+        svg=res("figures/F17_{model}_{prompts}.svg"),
+        json=res("figures/F17_{model}_{prompts}.json"),
     params:
         options=lambda w: figure_options("F17"),
         lens=stage_cfg("lens"),

@@ -7,9 +7,9 @@ rule figure_F16:
         table=lambda w: lens_files(w.model, w.prompts, ["logit"])[0],
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
-        png="results/figures/F16_{model}_{prompts}.png",
-        svg="results/figures/F16_{model}_{prompts}.svg",
-        caption="results/figures/F16_{model}_{prompts}.json",
+        png=res("figures/F16_{model}_{prompts}.png"),
+        svg=res("figures/F16_{model}_{prompts}.svg"),
+        caption=res("figures/F16_{model}_{prompts}.json"),
     params:
         max_ahead=lambda w: figure_options("F16").get("max_ahead", 3),
     script:
@@ -21,9 +21,9 @@ rule figure_F16b:
         targets=lambda w: lens_files(w.model, w.prompts, ["logit"], "targets.parquet")[0],
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
-        png="results/figures/F16b_{model}_{prompts}.png",
-        svg="results/figures/F16b_{model}_{prompts}.svg",
-        caption="results/figures/F16b_{model}_{prompts}.json",
+        png=res("figures/F16b_{model}_{prompts}.png"),
+        svg=res("figures/F16b_{model}_{prompts}.svg"),
+        caption=res("figures/F16b_{model}_{prompts}.json"),
     script:
         "../../scripts/figure_detour.py"
 

@@ -20,7 +20,7 @@ rule patching:
         unpack(model_input),
         code=lib("patching", "prompts", "models"),
     output:
-        table="results/patching/{model}/{prompts}.parquet",
+        table=res("patching/{model}/{prompts}.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -37,12 +37,12 @@ rule figure_F13:
         table=rules.patching.output.table,
         code=lib("figures/patching", "figures/save", "patching/metrics"),
     output:
-        heatmap="results/figures/F13_{model}_{prompts}.png",
-        heatmap_svg="results/figures/F13_{model}_{prompts}.svg",
-        heatmap_caption="results/figures/F13_{model}_{prompts}.json",
-        categories="results/figures/F13b_{model}_{prompts}.png",
-        categories_svg="results/figures/F13b_{model}_{prompts}.svg",
-        categories_caption="results/figures/F13b_{model}_{prompts}.json",
+        heatmap=res("figures/F13_{model}_{prompts}.png"),
+        heatmap_svg=res("figures/F13_{model}_{prompts}.svg"),
+        heatmap_caption=res("figures/F13_{model}_{prompts}.json"),
+        categories=res("figures/F13b_{model}_{prompts}.png"),
+        categories_svg=res("figures/F13b_{model}_{prompts}.svg"),
+        categories_caption=res("figures/F13b_{model}_{prompts}.json"),
     params:
         options=lambda w: to_plain(CFG.study.figures.get("F13", {}).get("options", {})),
     script:

@@ -7,7 +7,7 @@ rule report:
         findings=[f"results/tables/findings_{m}.parquet" for m in findings_models()],
         code=lib("report"),
     output:
-        html="results/report.html",
+        html=res("report.html"),
     params:
         study=to_plain(CFG.study),
         extras={"models": {m: model_cfg(m) for m in MODELS}},

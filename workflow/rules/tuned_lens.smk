@@ -3,7 +3,7 @@
 # results/tuned_lens/{model}/: params.pt + config.json (the tuned-lens package's format, read by
 # lenslab.lenses.registry for lens "tuned"), train_metrics.parquet, eval.parquet, drift.parquet.
 
-TUNED = "results/tuned_lens/{model}"
+TUNED = res("tuned_lens/{model}")
 
 
 def tuned_option(fid):
@@ -29,7 +29,7 @@ rule train_tuned_lens:
         tuned=stage_cfg("tuned_lens"),
     threads: TUNED_THREADS
     log:
-        "results/logs/train_tuned_lens/{model}.log",
+        res("logs/train_tuned_lens/{model}.log"),
     script:
         "../../scripts/train_tuned_lens.py"
 
@@ -49,7 +49,7 @@ rule eval_tuned_lens:
         tuned=stage_cfg("tuned_lens"),
     threads: TUNED_THREADS
     log:
-        "results/logs/eval_tuned_lens/{model}.log",
+        res("logs/eval_tuned_lens/{model}.log"),
     script:
         "../../scripts/eval_tuned_lens.py"
 
@@ -60,12 +60,12 @@ rule figure_F7:
         params=rules.train_tuned_lens.output.params,
         config=rules.train_tuned_lens.output.config,
         eval=rules.eval_tuned_lens.output.eval,
-        acts="results/activations/{model}/{prompts}/resid.safetensors",
+        acts=res("activations/{model}/{prompts}/resid.safetensors"),
         code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save"),
     output:
-        png="results/figures/F7_{model}_{prompts}.png",
-        svg="results/figures/F7_{model}_{prompts}.svg",
-        caption="results/figures/F7_{model}_{prompts}.json",
+        png=res("figures/F7_{model}_{prompts}.png"),
+        svg=res("figures/F7_{model}_{prompts}.svg"),
+        caption=res("figures/F7_{model}_{prompts}.json"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -79,9 +79,9 @@ rule figure_F8:
         drift=rules.eval_tuned_lens.output.drift,
         code=lib("figures/tuned_lens", "figures/save"),
     output:
-        png="results/figures/F8_{model}_{prompts}.png",
-        svg="results/figures/F8_{model}_{prompts}.svg",
-        caption="results/figures/F8_{model}_{prompts}.json",
+        png=res("figures/F8_{model}_{prompts}.png"),
+        svg=res("figures/F8_{model}_{prompts}.svg"),
+        caption=res("figures/F8_{model}_{prompts}.json"),
     params:
         options=tuned_option("F8"),
     script:

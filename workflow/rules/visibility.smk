@@ -7,7 +7,7 @@ rule visibility:
         unpack(model_input),
         code=lib("visibility", "prompts", "models"),
     output:
-        table="results/visibility/{model}/{prompts}.parquet",
+        table=res("visibility/{model}/{prompts}.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -24,9 +24,9 @@ rule figure_F15:
         table=rules.visibility.output.table,
         code=lib("figures/visibility", "figures/save"),
     output:
-        png="results/figures/F15_{model}_{prompts}.png",
-        svg="results/figures/F15_{model}_{prompts}.svg",
-        caption="results/figures/F15_{model}_{prompts}.json",
+        png=res("figures/F15_{model}_{prompts}.png"),
+        svg=res("figures/F15_{model}_{prompts}.svg"),
+        caption=res("figures/F15_{model}_{prompts}.json"),
     params:
         layer=lambda w: figure_options("F15").get("layer", -1),
         position=lambda w: figure_options("F15").get("position", -1),

@@ -135,16 +135,19 @@ def direct_logit_attribution(
     tokens: dict[str, int],
     position: int = -1,
     heads: bool = False,
-    atol: float = 1e-3,
+    atol: float | None = None,
 ) -> pd.DataFrame:
     """Direct contributions to the logits of ``tokens`` ({label: id}) at ``position``.
 
     Rows: (component, kind, layer, head, token, value). ``kind`` is embed, attn, mlp, head
     (with ``heads``), attn_bias (the output projection's bias, with ``heads``) or bias (the
     final norm's bias plus the unembedding's bias); the rows of kinds embed, attn, mlp and
-    bias sum to the model's logit (checked to ``atol``, relative to the logit scale).
+    bias sum to the model's logit (checked to ``atol``, relative to the logit scale; None:
+    :func:`completeness_atol` of the model's dtype).
     """
     adapter.require("dla")
+    if atol is None:
+        atol = completeness_atol(adapter.unembed.weight.dtype)
     store: dict = {}
     states: list[Tensor] = []
     ids = torch.tensor([input_ids], device=adapter.device)
@@ -214,6 +217,14 @@ def _post_norm(adapter: ModelAdapter, layer: int, whole: Tensor):
         return scale * (v - v.mean() if form.centred else v)
 
     return frozen, form.beta
+
+
+def completeness_atol(dtype: torch.dtype) -> float:
+    """Tolerance of the completeness checks, relative to the logit scale: 1e-3 in float32 and
+    float64; half precision rounds every component and the model's own sum, so 4 machine
+    epsilons of the dtype there (float16 0.0039, bfloat16 0.031). A residual stream with extra
+    norms misses by far more than that."""
+    return max(1e-3, 4 * torch.finfo(dtype).eps)
 
 
 def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int], atol: float):

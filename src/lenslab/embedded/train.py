@@ -5,6 +5,11 @@
 the same machine give the same bytes) and ``timing.json`` (wall times, the only
 non-deterministic output). The directory appears atomically: files are written to a temporary
 sibling directory that is renamed into place at the end.
+
+Training survives interruption: every ``checkpoint_every`` steps the run's whole state (weights,
+optimizer, random generators, losses, step) goes to the sibling ``.<name>.checkpoint/``, which
+an interrupted run (Ctrl-C, SIGTERM, kill -9) leaves behind. The next call with the same settings
+resumes there and writes the same bytes as an uninterrupted run; success removes it.
 """
 
 from __future__ import annotations
@@ -156,13 +161,62 @@ def _detach_queries_and_keys(module, inputs, output):
 
 
 def train_embedded_model(
-    settings: Mapping[str, Any], out_dir: str | Path, progress: bool = True
+    settings: Mapping[str, Any],
+    out_dir: str | Path,
+    progress: bool = True,
+    checkpoint_every: int = 100,
 ) -> dict:
     """Train the embedded model described by ``settings``; write it to ``out_dir``.
 
-    Returns the metrics dict (also written to ``out_dir/metrics.json``).
+    Resumes from the checkpoint of an interrupted run with the same settings (see the module
+    docstring); ``checkpoint_every`` 0 writes none. Returns the metrics dict (also written to
+    ``out_dir/metrics.json``).
     """
-    return _train(parse_settings(settings), Path(out_dir), progress)
+    out_dir = Path(out_dir)
+    ckpt = Checkpoint(checkpoint_dir(out_dir), checkpoint_every)
+    metrics = _train(parse_settings(settings), out_dir, progress, ckpt)
+    ckpt.remove()
+    return metrics
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    """Where the training of ``out_dir`` keeps its checkpoint: a sibling that Snakemake does not
+    delete when it removes the unfinished output directory."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.checkpoint")
+
+
+class Checkpoint:
+    """Save and load the state of a training run (one ``state.pt`` read with weights_only).
+
+    The state belongs to one settings hash; a checkpoint of other settings is ignored."""
+
+    FILE = "state.pt"
+
+    def __init__(self, directory: Path, every: int):
+        self.directory, self.every = Path(directory), int(every)
+
+    def load(self, settings_hash: str) -> dict | None:
+        path = self.directory / self.FILE
+        if not self.every or not path.exists():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # a damaged checkpoint costs a fresh start, never a wrong model
+            return None
+        return state if state.get("settings_hash") == settings_hash else None
+
+    def due(self, next_step: int) -> bool:
+        return self.every > 0 and next_step % self.every == 0
+
+    def save(self, state: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{self.FILE}.tmp-{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, self.directory / self.FILE)  # a kill mid-write leaves the old one
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 COPY_CHECK_EVERY = 50  # steps between copy checks in the shallow stage
@@ -189,10 +243,21 @@ class _Run:
         self.model: GPT2LMHeadModel | None = None
         self.bar = tqdm(total=s.steps, desc="embedded model", disable=not progress, mininterval=2.0)
 
-    def stage(self, n_layer: int, first: int, last: int) -> None:
+    def stage(
+        self, n_layer: int, first: int, last: int, ckpt: Checkpoint, resume: dict | None = None
+    ) -> None:
+        """Train one stage; ``resume``: a checkpoint state taken inside this stage."""
         s = self.s
         torch.manual_seed(s.seed + n_layer)
-        if self.model is None:
+        if resume is not None:
+            self.model = build_model(
+                replace(s, n_layer=n_layer), len(self.vocab), self.pad, self.eos
+            )
+            self.model.load_state_dict(resume["model"])
+            if first > 0:  # the grown model of the second stage
+                for block in self.model.transformer.h[: s.stage2_frozen_blocks]:
+                    block.requires_grad_(False)
+        elif self.model is None:
             self.model = build_model(
                 replace(s, n_layer=n_layer), len(self.vocab), self.pad, self.eos
             )
@@ -201,8 +266,9 @@ class _Run:
             freeze_blocks(self.model, s)
         opt = _optimizer(self.model, s)
         self.model.train()
+        start = self.restore(resume, opt) if resume is not None else first
         shallow = first == 0 and n_layer < s.n_layer
-        for step in range(first, last):
+        for step in range(start, last):
             for group in opt.param_groups:
                 group["lr"] = _lr_at(step - first, s, last - first)
             self.step(opt, self.data[step * s.batch_size : (step + 1) * s.batch_size])
@@ -211,8 +277,35 @@ class _Run:
                 self.stage1_steps_run = step + 1
                 self.bar.update(last - step - 1)  # the skipped steps of the shallow stage
                 return
+            if ckpt.due(step + 1) and step + 1 < last:
+                ckpt.save(self.state(opt, first, step + 1))
         if shallow:
             self.stage1_steps_run = last
+
+    def state(self, opt: torch.optim.Optimizer, first: int, next_step: int) -> dict:
+        """Everything a resumed run needs to continue bit for bit."""
+        return {
+            "settings_hash": self.s.hash(),
+            "stage_first": first,
+            "next_step": next_step,
+            "model": self.model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "redraw_rng": self.redraw.get_state(),
+            "losses": torch.tensor(self.losses, dtype=torch.float64),
+            "tokens_seen": self.tokens_seen,
+            "stage1_steps_run": self.stage1_steps_run,
+        }
+
+    def restore(self, state: dict, opt: torch.optim.Optimizer) -> int:
+        """Load a checkpoint's optimizer, generators and history; returns the next step."""
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        self.redraw.set_state(state["redraw_rng"])
+        self.losses = state["losses"].tolist()
+        self.tokens_seen = int(state["tokens_seen"])
+        self.bar.update(state["next_step"])
+        return int(state["next_step"])
 
     def copy_learned(self, step: int) -> bool:
         """Whether the shallow stage may end: every ``COPY_CHECK_EVERY`` steps, the copy
@@ -268,7 +361,7 @@ class _Run:
         }
 
 
-def _train(s: EmbeddedSettings, out_dir: Path, progress: bool) -> dict:
+def _train(s: EmbeddedSettings, out_dir: Path, progress: bool, ckpt: Checkpoint) -> dict:
     t_start = time.perf_counter()
     torch.set_num_threads(s.num_threads)
     # Tokens never seen in training get vanishing probabilities; without flushing, their
@@ -279,8 +372,17 @@ def _train(s: EmbeddedSettings, out_dir: Path, progress: bool) -> dict:
 
     run = _Run(s, progress)
     t_data, c_data = time.perf_counter(), time.process_time()
-    for n_layer, first, last in stage_plan(s):
-        run.stage(n_layer, first, last)
+    resume = ckpt.load(s.hash())
+    plan = stage_plan(s)
+    for n_layer, first, last in plan:
+        if resume is not None and resume["stage_first"] > first:
+            # A finished shallow stage: the grown model's checkpoint carries on from there.
+            run.stage1_steps_run = int(resume["stage1_steps_run"])
+            continue
+        at = resume if resume is not None and resume["stage_first"] == first else None
+        if at is not None:
+            print(f"resuming {out_dir.name} at step {at['next_step']} from {ckpt.directory}")
+        run.stage(n_layer, first, last, ckpt, at)
     run.bar.close()
     t_train, c_train = time.perf_counter(), time.process_time()
     metrics = run.metrics()

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
+from lenslab.validate import check_tokenizer_files
 
 DTYPES = {
     "float32": torch.float32,
@@ -42,6 +43,7 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
         "revision": _get(cfg, "revision") or None,
         "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
     }
+    check_tokenizer_files(source)  # else transformers builds an empty tokenizer, silently
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(

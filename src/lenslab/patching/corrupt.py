@@ -27,7 +27,7 @@ from torch import Tensor
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.patching.run import embedding_std
-from lenslab.prompts import EncodedPrompt, align_pair, encode_set
+from lenslab.prompts import EncodedPrompt, encode_set, same_length
 
 MODES = ("auto", "pairs", "noise")
 
@@ -83,7 +83,7 @@ def pair_cases(tokenizer, prompt_set: Any, prepend_bos: bool | None = None) -> l
     cases = []
     for pair in pairs:
         clean, corrupt = encoded[_get(pair, "clean")], encoded[_get(pair, "corrupt")]
-        align_pair(clean, corrupt, "strict")
+        same_length(clean, corrupt, "F13 patching")
         differ = [
             i
             for i, (a, b) in enumerate(zip(clean.input_ids, corrupt.input_ids, strict=True))

@@ -300,7 +300,9 @@ def _position_chunk(
     layer L when the lens at L is the model's output (one matmul fewer)."""
     adapter = lens.adapter
     n_layers = adapter.n_layers
-    h = h.to(adapter.device)
+    # Activations are stored in float32; the lens runs in the model's dtype (its norm and
+    # unembedding refuse mixed dtypes), the statistics below in float32 or better.
+    h = h.to(adapter.device, adapter.unembed.weight.dtype)
     final = (final if final is not None else adapter.decode(h[n_layers])).to(adapter.device)
     final = final.float()
     x0, s0 = _chunk_logits(lens, h[:1], [0])

@@ -1,0 +1,217 @@
+"""Checked inputs and precision (issue 15): bad prompt sets and figure options fail before any
+job runs with a "problem. Fix: ..." message; every dtype runs the lens, difference and DLA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from lenslab.attribution.dla import completeness_atol, dla_table
+from lenslab.config import load_config
+from lenslab.difference import pair_difference, with_final_norm
+from lenslab.errors import LensLabError
+from lenslab.extract import extract
+from lenslab.lenses.registry import build_lens
+from lenslab.models.adapter import ModelAdapter
+from lenslab.models.load import load_model
+from lenslab.models.tiny import build_tiny, tiny_tokenizer
+from lenslab.prompts import encode_set
+from lenslab.stats.lens_stats import apply_lens, parse_lens_config
+from lenslab.validate import unknown_words, validate_study
+
+EMB = "embedded-test"
+
+
+def check(mutate=None, overrides=()) -> None:
+    cfg = load_config("test", list(overrides))
+    if mutate is not None:
+        mutate(cfg)
+    assert validate_study(cfg, {EMB: None}) == []
+
+
+def test_the_test_study_is_valid():
+    check()
+
+
+def test_prompt_longer_than_the_context_is_refused():
+    def long(cfg):
+        cfg.prompts.embedded_facts.prompts[0].text = "The capital of France is Paris. " * 12
+
+    with pytest.raises(LensLabError, match=r"embedded_facts/france is 84 tokens.*context.*64"):
+        check(long)
+
+
+@pytest.mark.parametrize("field", ["text", "answer", "targets"])
+def test_unknown_word_of_the_embedded_tokenizer_is_named(field):
+    def atlantis(cfg):
+        prompt = cfg.prompts.embedded_facts.prompts[0]
+        if field == "text":
+            prompt.text = "The capital of Atlantis is"
+        elif field == "answer":
+            prompt.answer = "Zurich"
+        else:
+            prompt.targets = ["Paris", "Zurich"]
+
+    word = "Atlantis" if field == "text" else "Zurich"
+    with pytest.raises(LensLabError, match=rf"does not know the word\(s\) \['{word}'\].*<unk>"):
+        check(atlantis)
+
+
+def test_unknown_words_finds_the_pieces():
+    from lenslab.embedded.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    assert unknown_words(tok, "The capital of Atlantis is Zurich.") == ["Atlantis", "Zurich"]
+    assert unknown_words(tok, "The capital of France is Paris.") == []
+    assert unknown_words(tiny_tokenizer(), "w1 w2") == []  # no unknown token: nothing to say
+
+
+def _shorter_corrupt(cfg, align):
+    pair = cfg.prompts.embedded_capital_pair
+    pair.prompts[1].text = "capital of Germany is Berlin."  # one token shorter
+    pair.prompts[1].subject = "Germany"
+    pair.pairs[0].align = align
+
+
+def test_pairs_align_by_their_own_rule():
+    check(lambda cfg: _shorter_corrupt(cfg, "right"))  # F1 accepts align: right
+    with pytest.raises(LensLabError, match=r"do not align.*align: right"):
+        check(lambda cfg: _shorter_corrupt(cfg, "strict"))
+
+
+def test_f13_refuses_unequal_pairs_for_its_own_reason():
+    def f13_pairs(cfg):
+        _shorter_corrupt(cfg, "right")
+        cfg.study.figures.F13.prompts = ["embedded_capital_pair"]
+        for p in cfg.prompts.embedded_capital_pair.prompts:
+            p.answer = "is"
+
+    with pytest.raises(LensLabError, match=r"F13 patching needs pairs of equal token counts"):
+        check(f13_pairs)
+
+
+@pytest.mark.parametrize(
+    ("fid", "options", "message"),
+    [
+        ("F1", {"pair": "nope|nada"}, r"pair='nope\|nada' is not a pair.*france\|germany"),
+        ("F1", {"colour": "red"}, r"unknown option\(s\) \['colour'\].*\['pair'\]"),
+        ("F2", {"prompt": "atlantis"}, r"prompt='atlantis' is not a prompt"),
+        ("F2", {"max_positions": 0}, r"max_positions.*positive"),
+        ("F2", {"lens": "tuned"}, r"lens='tuned' is not an applied lens"),
+        ("F2", {"colour": 1}, r"unknown figure option\(s\) \['colour'\]"),
+        ("F10", {"heads": True}, r"F10 takes no options"),
+        ("F13", {"metric": "nope"}, r"metric='nope'"),
+        ("F13", {"max_prompts": 0}, r"max_prompts=0 is out of range"),
+        ("F13", {"prompt_ids": ["france", "atlantis"]}, r"'atlantis' is not a prompt"),
+    ],
+)
+def test_figure_options_are_checked(fid, options, message):
+    def set_options(cfg):
+        cfg.study.figures[fid].options = options
+
+    with pytest.raises(LensLabError, match=message):
+        check(set_options)
+
+
+def test_f15_position_and_layer_ranges():
+    def f15(options: str) -> list[str]:
+        return [f"+study.figures.F15={{prompts:[embedded_facts],options:{{{options}}}}}"]
+
+    check(overrides=f15("layer:6,position:-5"))  # 6 blocks: layers 0..6; france has 5 tokens
+    with pytest.raises(LensLabError, match=r"position=5 is out of range.*-5\.\.4"):
+        check(overrides=f15("position:5"))
+    with pytest.raises(LensLabError, match=r"layer=7 is out of range.*-7\.\.6"):
+        check(overrides=f15("layer:7"))
+
+
+def test_field_typo_hint_names_the_schema_fields():
+    with pytest.raises(LensLabError) as err:
+        load_config("test", [f"models.{EMB}.dtyp=float64"])
+    text = str(err.value)
+    assert f"models.{EMB} has no field 'dtyp'" in text and "'dtype'" in text
+    assert f"+models.{EMB}.dtyp" not in text
+
+
+def test_model_directory_without_tokenizer_files_is_a_clear_error(tmp_path):
+    build_tiny("gpt2").save_pretrained(tmp_path)
+    with pytest.raises(LensLabError, match=r"has no tokenizer files.*save_pretrained"):
+        load_model({"name": "bare", "source": str(tmp_path)})
+    tiny_tokenizer().save_pretrained(tmp_path)
+    assert load_model({"name": "bare", "source": str(tmp_path)}).tokenizer("w1")["input_ids"]
+
+
+def test_hub_model_facts_come_from_a_local_directory(tmp_path):
+    """A local model directory is checked from its config.json (context) without weights."""
+    model = build_tiny("gpt2")
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    n_ctx = json.loads((tmp_path / "config.json").read_text())["n_positions"]
+    cfg = OmegaConf.create(
+        {
+            "study": {"figures": {"F10": {"prompts": ["toy"], "options": {}}}},
+            "models": {"tiny": {"name": "tiny", "source": str(tmp_path), "prepend_bos": None}},
+            "prompts": {
+                "toy": {
+                    "prompts": [{"id": "a", "text": " ".join(["w1"] * (n_ctx + 1))}],
+                    "pairs": [],
+                }
+            },
+        }
+    )
+    with pytest.raises(LensLabError, match=rf"{n_ctx + 1} tokens, longer than the context"):
+        validate_study(cfg, {"tiny": str(tmp_path)})
+
+
+# -- precision ------------------------------------------------------------------------------
+TOY = {
+    "name": "toy",
+    "prompts": [
+        {"id": "a", "text": "w1 w2 w3 w4", "answer": "w5", "targets": ["w5", "w6"]},
+        {"id": "b", "text": "w1 w7 w3 w4", "answer": "w8", "targets": ["w8"]},
+    ],
+    "pairs": [{"clean": "a", "corrupt": "b", "align": "strict"}],
+}
+
+
+def _adapter(dtype: torch.dtype) -> ModelAdapter:
+    torch.manual_seed(0)
+    return ModelAdapter(build_tiny("gpt2").to(dtype), tiny_tokenizer(), name=f"gpt2-{dtype}")
+
+
+def _stages(adapter: ModelAdapter):
+    prompts = encode_set(adapter.tokenizer, TOY)
+    acts = extract(adapter, prompts)
+    lens = build_lens("logit", adapter, None)
+    table, _ = apply_lens(lens, acts, prompts, parse_lens_config({}), adapter.tokenizer, "logit")
+    dtype = adapter.unembed.weight.dtype
+    states = [with_final_norm(r, adapter.normalize, dtype) for r in acts.resid]
+    diff = pair_difference(prompts[0], prompts[1], states[0], states[1])
+    return table, diff, dla_table(adapter, TOY)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_every_dtype_runs_lens_difference_and_dla(dtype):
+    ref_table, ref_diff, ref_dla = _stages(_adapter(torch.float32))
+    table, diff, dla = _stages(_adapter(dtype))
+    # Same model, rounded weights: the statistics agree with float32 up to the dtype's rounding.
+    tol = {torch.float64: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}[dtype]
+    for col in ("kl_final", "entropy"):
+        assert table[col].notna().all()
+        torch.testing.assert_close(
+            torch.tensor(table[col].to_numpy()), torch.tensor(ref_table[col].to_numpy()),
+            atol=tol * 10, rtol=tol,
+        )  # fmt: skip
+    torch.testing.assert_close(
+        torch.tensor(diff.l2.to_numpy()), torch.tensor(ref_diff.l2.to_numpy()), atol=tol, rtol=tol
+    )
+    assert (diff[diff.position == 0].l2 == 0).all()  # a shared prefix is exactly zero
+    assert len(dla) == len(ref_dla)
+
+
+def test_dla_tolerance_scales_with_the_dtype():
+    assert completeness_atol(torch.float32) == completeness_atol(torch.float64) == 1e-3
+    assert completeness_atol(torch.float16) == pytest.approx(4 * 2**-10)
+    assert completeness_atol(torch.bfloat16) == pytest.approx(4 * 2**-7)
