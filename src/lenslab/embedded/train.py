@@ -255,8 +255,7 @@ class _Run:
             )
             self.model.load_state_dict(resume["model"])
             if first > 0:  # the grown model of the second stage
-                for block in self.model.transformer.h[: s.stage2_frozen_blocks]:
-                    block.requires_grad_(False)
+                freeze_blocks(self.model, s)
         elif self.model is None:
             self.model = build_model(
                 replace(s, n_layer=n_layer), len(self.vocab), self.pad, self.eos
