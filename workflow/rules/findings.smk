@@ -10,12 +10,12 @@ def findings_models():
 rule findings:
     input:
         unpack(model_input),  # the trained model directory: its metrics.json
-        patching=lambda w: f"results/patching/{w.model}/{CFG.study.findings.patching}.parquet",
-        tracked=lambda w: f"results/lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet",
+        patching=lambda w: res(f"patching/{w.model}/{CFG.study.findings.patching}.parquet"),
+        tracked=lambda w: res(f"lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet"),
         tuned=f"{TUNED}/eval.parquet",
         code=lib("findings", "patching/metrics"),
     output:
-        table="results/tables/findings_{model}.parquet",
+        table=res("tables/findings_{model}.parquet"),
     params:
         model=lambda w: w.model,
     script:

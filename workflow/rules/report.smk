@@ -4,7 +4,7 @@
 rule report:
     input:
         figures=all_figures(),
-        findings=[f"results/tables/findings_{m}.parquet" for m in findings_models()],
+        findings=[res(f"tables/findings_{m}.parquet") for m in findings_models()],
         code=lib("report"),
     output:
         html=res("report.html"),
