@@ -4,6 +4,6 @@ from lenslab.figures.lookahead import plot_detour
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 fig, caption = plot_detour(read_parquet(snakemake.input.targets), model)
-save_figure(fig, snakemake.output.png, f"F16b detour, {model}, {prompts}", caption)
+save_figure(fig, snakemake.output.png, "detour", caption, data=[snakemake.input.targets])

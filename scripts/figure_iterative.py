@@ -4,8 +4,7 @@ from lenslab.figures.iterative import plot_iterative
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 fig, caption = plot_iterative(read_parquet(snakemake.input.table), model)
-save_figure(
-    fig, snakemake.output.png, f"F14 residual updates vs gradients, {model}, {prompts}", caption
-)
+what = "residual updates vs gradients"
+save_figure(fig, snakemake.output.png, what, caption, data=[snakemake.input.table])

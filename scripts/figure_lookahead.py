@@ -4,7 +4,7 @@ from lenslab.figures.lookahead import plot_lookahead
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 table = read_parquet(snakemake.input.table)
 fig, caption = plot_lookahead(table, model, snakemake.params.max_ahead)
-save_figure(fig, snakemake.output.png, f"F16 look-ahead, {model}, {prompts}", caption)
+save_figure(fig, snakemake.output.png, "look-ahead", caption, data=[snakemake.input.table])

@@ -1,18 +1,20 @@
 """Rule figure_F13: causal-tracing heatmaps (F13) and token-category curves (F13b)."""
 
-from lenslab.figures.patching import plot_categories, plot_heatmaps
+from lenslab.figures.interactive import patching_views
+from lenslab.figures.patching import heatmap_panels, plot_categories, plot_heatmaps
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 
 table = read_parquet(snakemake.input.table)
 opts = snakemake.params.options
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
+data = [snakemake.input.table]
 metric = opts.get("metric", "norm_ld")
 window = opts.get("window")
-fig, caption = plot_heatmaps(
-    table, metric, window, opts.get("prompt_ids"), opts.get("max_prompts", 2), model
-)
-save_figure(fig, snakemake.output.heatmap, f"F13 causal tracing, {model}, {prompts}", caption)
+ids, n_max = opts.get("prompt_ids"), opts.get("max_prompts", 2)
+fig, caption = plot_heatmaps(table, metric, window, ids, n_max, model)
+views = patching_views(heatmap_panels(table, metric, window, ids, n_max))
+out = snakemake.output
+save_figure(fig, out.heatmap, "causal tracing", caption, data=data, interactive=views)
 fig, caption = plot_categories(table, metric, window, model)
-title = f"F13b causal effect by token category, {model}, {prompts}"
-save_figure(fig, snakemake.output.categories, title, caption)
+save_figure(fig, out.categories, "causal effect by token category", caption, data=data)

@@ -1,10 +1,13 @@
 """Rule report: gather every figure's caption sidecar into results/report.html."""
 
-from lenslab.report import build_report
+from lenslab.report import build_report, provenance
 
+params = snakemake.params
 build_report(
     [f for f in snakemake.input.figures if f.endswith(".json")],
     snakemake.output.html,
-    study=snakemake.params.study,
-    extras=snakemake.params.extras,
+    study=params.study,
+    extras=params.extras,
+    tables=list(snakemake.input.get("tables", [])),
+    prov=provenance(),
 )

@@ -17,7 +17,8 @@ from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
 
 LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
-F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "bits_per_byte", "max_rows": 25}
+# KL and CE in nats per token by default, as the README's tables; bits per byte on request.
+F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "nats_per_token", "max_rows": 25}
 
 
 def f7_options(options: dict | None) -> dict:
@@ -44,19 +45,28 @@ class Trajectory:
     top1: list[list[str]]  # [layer][position] decoded top-1 token
     prob: np.ndarray  # [layers, T] probability of the top-1 token
     entropy: np.ndarray  # [layers, T] entropy of the lens distribution, nats
+    topk: list[list[list[tuple[str, float]]]] | None = None  # [layer][position] (token, prob)
 
 
 @torch.no_grad()
-def trajectory(lens: Lens, resid: Tensor, tokenizer, layers: list[int]) -> Trajectory:
-    """Top-1 token, its probability and the entropy for ``resid`` ``[L+1, T, D]``."""
-    top1, prob, entropy = [], [], []
+def trajectory(lens: Lens, resid: Tensor, tokenizer, layers: list[int], k: int = 5) -> Trajectory:
+    """Top-1 token, its probability, the entropy and the top-``k`` (token, probability) for
+    ``resid`` ``[L+1, T, D]``."""
+    top1, prob, entropy, topk = [], [], [], []
     for layer in layers:
         logq = torch.log_softmax(lens.logits(resid[layer], layer).float(), -1)
         p_max, idx = logq.exp().max(-1)
         top1.append([token_text(tokenizer, i) for i in idx.tolist()])
         prob.append(p_max.cpu().numpy())
         entropy.append((-(logq.exp() * logq).sum(-1)).cpu().numpy())
-    return Trajectory(layers, top1, np.stack(prob), np.stack(entropy))
+        p_k, i_k = logq.exp().topk(min(k, logq.shape[-1]), dim=-1)
+        topk.append(
+            [
+                [(token_text(tokenizer, int(i)), float(p)) for i, p in zip(ids, ps, strict=True)]
+                for ids, ps in zip(i_k.tolist(), p_k.tolist(), strict=True)
+            ]
+        )
+    return Trajectory(layers, top1, np.stack(prob), np.stack(entropy), topk)
 
 
 def token_text(tokenizer, token_id: int) -> str:
@@ -100,7 +110,7 @@ def _trajectory_panel(ax, traj: Trajectory, tokens: list[str], colour: str, titl
     ax.set_xticks(range(n_cols), [_label(t) for t in tokens], rotation=60, fontsize=7)
     ax.set_yticks(range(n_rows), [str(layer) for layer in traj.layers], fontsize=7)
     ax.set_xlabel("input token (the prediction is for the next one)")
-    ax.set_ylabel("layer (0 = embeddings)")
+    ax.set_ylabel("layer l = resid[l] (0 = embeddings)")
     ax.set_title(title, fontsize=9)
     return image
 
@@ -118,7 +128,7 @@ def _curve_panel(ax, df: pd.DataFrame, metric: str, unit: str, ylabel: str) -> N
     if metric == "ce":
         final = sub[sub.layer == last].value.iloc[0]
         ax.axhline(final, color="grey", lw=0.8, ls="--", label="model output")
-    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_xlabel("layer l = resid[l] (0 = embeddings)")
     ax.set_ylabel(ylabel)
     ax.set_yscale("log" if metric == "kl" else "linear")
     ax.set_xlim(-0.3, last + 0.3)
@@ -133,7 +143,7 @@ def plot_f7(
     tokens: list[str],
     metrics: pd.DataFrame,
     colour: str = "prob",
-    unit: str = "bits_per_byte",
+    unit: str = "nats_per_token",
 ) -> Figure:
     """Trajectories side by side (top row), KL and CE per layer with CIs (bottom row)."""
     fig = plt.figure(figsize=(max(10.0, 1.1 * len(tokens) + 2), 9.5))
@@ -221,13 +231,13 @@ def plot_f8(drift: pd.DataFrame) -> Figure:
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(n_cols), [str(c) for c in range(n_cols)], fontsize=7)
         ax.set_yticks(range(n_rows), [str(r) for r in range(n_rows)], fontsize=7)
-        ax.set_xlabel("layer j" if kind == "transfer_kl" else "layer")
+        ax.set_xlabel("layer j = resid[j]" if kind == "transfer_kl" else "layer l = resid[l]")
         if kind == "transfer_kl":
             ticks = [str(i) for i in range(n_rows - 1)] + ["id"]
             ax.set_yticks(range(n_rows), ticks, fontsize=7)
             ax.set_ylabel("translator of layer i (id = identity, the logit lens)")
         else:
-            ax.set_ylabel("layer")
+            ax.set_ylabel("layer l = resid[l]")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
