@@ -73,7 +73,7 @@ rule figure_logit_lens:
         means=rules.lens_tables.output.means,
         code=lib("figures/logit_lens", "figures/save", "lenses/registry", "stats/config"),
     output:
-        png="results/figures/{fid}_{model}_{prompts}.png",
+        png=report("results/figures/{fid}_{model}_{prompts}.png", caption="../report/logit_lens.rst", category="logit lens", subcategory="{model}", labels={"figure": "{fid}", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/{fid}_{model}_{prompts}.svg",
         json="results/figures/{fid}_{model}_{prompts}.json",
     wildcard_constraints:
@@ -93,7 +93,7 @@ rule figure_F17:
         means=rules.lens_tables.output.means,
         code=lib("figures/distances", "figures/save", "lenses/registry", "stats/config"),
     output:
-        png="results/figures/F17_{model}_{prompts}.png",
+        png=report("results/figures/F17_{model}_{prompts}.png", caption="../report/F17.rst", category="logit lens", subcategory="{model}", labels={"figure": "F17", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F17_{model}_{prompts}.svg",
         json="results/figures/F17_{model}_{prompts}.json",
     params:

@@ -37,10 +37,10 @@ rule figure_F13:
         table=rules.patching.output.table,
         code=lib("figures/patching", "figures/save", "patching/metrics"),
     output:
-        heatmap="results/figures/F13_{model}_{prompts}.png",
+        heatmap=report("results/figures/F13_{model}_{prompts}.png", caption="../report/F13.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13", "model": "{model}", "prompts": "{prompts}"}),
         heatmap_svg="results/figures/F13_{model}_{prompts}.svg",
         heatmap_caption="results/figures/F13_{model}_{prompts}.json",
-        categories="results/figures/F13b_{model}_{prompts}.png",
+        categories=report("results/figures/F13b_{model}_{prompts}.png", caption="../report/F13b.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13b", "model": "{model}", "prompts": "{prompts}"}),
         categories_svg="results/figures/F13b_{model}_{prompts}.svg",
         categories_caption="results/figures/F13b_{model}_{prompts}.json",
     params:

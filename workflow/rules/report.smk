@@ -3,6 +3,10 @@
 # a rule file appends its output path there, and the report shows it in its Tables section.
 REPORT_TABLES = []
 
+# `snakemake --report report.zip`: every figure rule declares its PNG as a report() output with a
+# caption from workflow/report/, grouped by figure family; this page describes the whole.
+report: "../report/workflow.rst"
+
 
 rule report:
     input:
@@ -10,7 +14,7 @@ rule report:
         tables=lambda w: REPORT_TABLES,
         code=lib("report", "report_js", "figures/save"),
     output:
-        html="results/report.html",
+        html=report("results/report.html", caption="../report/report.rst", category="report"),
     params:
         study=to_plain(CFG.study),
         extras={"config (every stage)": to_plain(CFG)},

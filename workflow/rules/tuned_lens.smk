@@ -63,7 +63,7 @@ rule figure_F7:
         acts="results/activations/{model}/{prompts}/resid.safetensors",
         code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save"),
     output:
-        png="results/figures/F7_{model}_{prompts}.png",
+        png=report("results/figures/F7_{model}_{prompts}.png", caption="../report/F7.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F7", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F7_{model}_{prompts}.svg",
         caption="results/figures/F7_{model}_{prompts}.json",
     params:
@@ -79,7 +79,7 @@ rule figure_F8:
         drift=rules.eval_tuned_lens.output.drift,
         code=lib("figures/tuned_lens", "figures/save"),
     output:
-        png="results/figures/F8_{model}_{prompts}.png",
+        png=report("results/figures/F8_{model}_{prompts}.png", caption="../report/F8.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F8", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F8_{model}_{prompts}.svg",
         caption="results/figures/F8_{model}_{prompts}.json",
     params:

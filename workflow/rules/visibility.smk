@@ -24,7 +24,7 @@ rule figure_F15:
         table=rules.visibility.output.table,
         code=lib("figures/visibility", "figures/save"),
     output:
-        png="results/figures/F15_{model}_{prompts}.png",
+        png=report("results/figures/F15_{model}_{prompts}.png", caption="../report/F15.rst", category="visibility", subcategory="{model}", labels={"figure": "F15", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F15_{model}_{prompts}.svg",
         caption="results/figures/F15_{model}_{prompts}.json",
     params:

@@ -17,8 +17,9 @@ from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
 
 LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
-# KL and CE in nats per token by default, as the README's tables; bits per byte on request.
-F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "nats_per_token", "max_rows": 25}
+# One unit per quantity, as the README's table: KL in nats per token always; `unit` is the
+# cross-entropy's (bits per byte by default, the tuned-lens paper's unit).
+F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "bits_per_byte", "max_rows": 25}
 
 
 def f7_options(options: dict | None) -> dict:
@@ -143,7 +144,7 @@ def plot_f7(
     tokens: list[str],
     metrics: pd.DataFrame,
     colour: str = "prob",
-    unit: str = "nats_per_token",
+    unit: str = "bits_per_byte",
 ) -> Figure:
     """Trajectories side by side (top row), KL and CE per layer with CIs (bottom row)."""
     fig = plt.figure(figsize=(max(10.0, 1.1 * len(tokens) + 2), 9.5))
@@ -156,7 +157,11 @@ def plot_f7(
     fig.colorbar(image, ax=fig.axes[:2], fraction=0.025, pad=0.02, label=label)
     unit_label = "bits per byte" if unit == "bits_per_byte" else "nats per token"
     _curve_panel(
-        fig.add_subplot(grid[1, 0]), metrics, "kl", unit, f"KL(final || lens), {unit_label}"
+        fig.add_subplot(grid[1, 0]),
+        metrics,
+        "kl",
+        "nats_per_token",
+        "KL(final || lens), nats per token",
     )
     _curve_panel(
         fig.add_subplot(grid[1, 1]), metrics, "ce", unit, f"next-token cross-entropy, {unit_label}"
@@ -184,7 +189,8 @@ def f7_caption(
         f"output: KL(final || lens) at the same position, summed over layers, on held-out text "
         f"separate from the evaluation text. Bottom: per-layer KL(final || lens) and next-token "
         f"cross-entropy on {int(row.n_windows)} held-out windows ({int(row.n_tokens)} tokens, "
-        f"{int(row.n_bytes)} bytes) in {unit_text} (bytes = UTF-8 bytes of the predicted tokens, "
+        f"{int(row.n_bytes)} bytes); KL in nats per token, cross-entropy in {unit_text} (bytes = "
+        "UTF-8 bytes of the predicted tokens, "
         f"end-of-text counted as one); KL from the exact softmax, no probability clipping; the "
         f"last layer's KL is 0 by construction and not drawn; dashed line = the model's own "
         f"cross-entropy; bands = {row.ci_level:.0%} bootstrap intervals over windows."
