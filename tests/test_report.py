@@ -103,8 +103,9 @@ def test_every_title_names_figure_model_and_prompts(report):
     for sidecar in (report.parent / "figures").glob("*.json"):
         fid, model, prompts = sidecar.stem.split("_", 2)
         title = read_json(sidecar)["title"]
-        assert title.startswith(f"{fid}: ") and f"model {model}, prompts {prompts}" in title
+        assert title.startswith(f"{fid}: ") and f"model {model}, prompts {prompts})" in title
     assert figure_title("F17_gpt2_a_b.png", "x") == "F17: x (model gpt2, prompts a_b)"
+    assert figure_title("F2_m_p.png", "y (lens z)") == "F2: y (lens z; model m, prompts p)"
     f2 = read_json(report.parent / "figures/F2_tiny_dev.json")
     assert f2["caption"].endswith(LAYER_NOTE)
 

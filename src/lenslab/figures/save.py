@@ -59,7 +59,10 @@ def figure_title(path: str | Path, what: str) -> str:
     fid, model, prompts = figure_names(path)
     if not model:
         return f"{fid}: {what}" if fid else what
-    return f"{fid}: {what} (model {model}, prompts {prompts})"
+    names = f"model {model}, prompts {prompts}"
+    if what.endswith(")"):  # 'x (logit lens, prompt p)' -> 'x (logit lens, prompt p; model ...)'
+        return f"{fid}: {what[:-1]}; {names})"
+    return f"{fid}: {what} ({names})"
 
 
 def _stamp_title(fig: Figure, title: str) -> None:
