@@ -85,8 +85,7 @@ def _views(meta: dict[str, Any], stem: str) -> str:
     return "\n".join(out)
 
 
-def _section(sidecar: Path, root: Path) -> str:
-    meta = read_json(sidecar)
+def _section(sidecar: Path, meta: dict[str, Any], root: Path) -> str:
     stem = sidecar.stem
     fid = meta.get("figure", stem.split("_", 1)[0])
     title = html.escape(meta.get("title", stem))
@@ -209,7 +208,7 @@ def build_report(
         toc.append(f"<li><b>{html.escape(family)}</b>: {links}</li>")
         body.append(f'<h2 class=family id="family-{html.escape(family.replace(" ", "-"))}">'
                     f"{html.escape(family)}</h2>")  # fmt: skip
-        body += [_section(f, root) for f in members]
+        body += [_section(f, metas[f], root) for f in members]
     has_views = any((m.get("interactive") or {}).get("views") for m in metas.values())
     scripts = f"<script>{_plotly_js()}</script>\n<script>{RENDER_JS}</script>" if has_views else ""
     extra_tables = "\n".join(_table_html(t, root) for t in tables)
