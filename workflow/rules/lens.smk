@@ -71,7 +71,7 @@ rule figure_logit_lens:
         table=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)])[0],
         targets=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)], "targets.parquet")[0],
         means=rules.lens_tables.output.means,
-        code=lib("figures/logit_lens", "figures/save", "lenses/registry", "stats/config"),
+        code=lib("figures/logit_lens", "figures/save", "figures/interactive", "lenses/registry", "stats/config"),
     output:
         png=report("results/figures/{fid}_{model}_{prompts}.png", caption="../report/logit_lens.rst", category="logit lens", subcategory="{model}", labels={"figure": "{fid}", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/{fid}_{model}_{prompts}.svg",

@@ -35,7 +35,7 @@ rule patching:
 rule figure_F13:
     input:
         table=rules.patching.output.table,
-        code=lib("figures/patching", "figures/save", "patching/metrics"),
+        code=lib("figures/patching", "figures/save", "figures/interactive", "figures/logit_lens", "patching/metrics"),
     output:
         heatmap=report("results/figures/F13_{model}_{prompts}.png", caption="../report/F13.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13", "model": "{model}", "prompts": "{prompts}"}),
         heatmap_svg="results/figures/F13_{model}_{prompts}.svg",

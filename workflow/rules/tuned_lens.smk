@@ -61,7 +61,7 @@ rule figure_F7:
         config=rules.train_tuned_lens.output.config,
         eval=rules.eval_tuned_lens.output.eval,
         acts="results/activations/{model}/{prompts}/resid.safetensors",
-        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save"),
+        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
         png=report("results/figures/F7_{model}_{prompts}.png", caption="../report/F7.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F7", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F7_{model}_{prompts}.svg",

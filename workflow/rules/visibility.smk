@@ -22,7 +22,7 @@ rule visibility:
 rule figure_F15:
     input:
         table=rules.visibility.output.table,
-        code=lib("figures/visibility", "figures/save"),
+        code=lib("figures/visibility", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
         png=report("results/figures/F15_{model}_{prompts}.png", caption="../report/F15.rst", category="visibility", subcategory="{model}", labels={"figure": "F15", "model": "{model}", "prompts": "{prompts}"}),
         svg="results/figures/F15_{model}_{prompts}.svg",
