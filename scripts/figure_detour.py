@@ -7,6 +7,6 @@ from lenslab.joblog import start_log
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 fig, caption = plot_detour(read_parquet(snakemake.input.targets), model)
-save_figure(fig, snakemake.output.png, f"F16b detour, {model}, {prompts}", caption)
+save_figure(fig, snakemake.output.png, "detour", caption, data=[snakemake.input.targets])

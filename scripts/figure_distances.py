@@ -17,4 +17,4 @@ fig, title, caption = make_distances(
     parse_lens_config(params.lens),
     params.n_prompts,
 )
-save_figure(fig, snakemake.output.png, title, f"{caption} Model: {snakemake.wildcards.model}.")
+save_figure(fig, snakemake.output.png, title, caption, data=[snakemake.input.means])

@@ -8,11 +8,11 @@ from lenslab.joblog import start_log
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 table = read_parquet(snakemake.input.table)
-title = f"F10 direct logit attribution, {model}, {prompts}"
-if reason := skipped(table):
-    save_skipped_figure(snakemake.output.png, title, reason)
+what = "direct logit attribution"
+if reason := skipped(table):  # the fidelity gate ruled DLA out for this model
+    save_skipped_figure(snakemake.output.png, what, reason)
 else:
     fig, caption = plot_dla(table, model)
-    save_figure(fig, snakemake.output.png, title, caption)
+    save_figure(fig, snakemake.output.png, what, caption, data=[snakemake.input.table])

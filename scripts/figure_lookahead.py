@@ -7,7 +7,7 @@ from lenslab.joblog import start_log
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
 table = read_parquet(snakemake.input.table)
 fig, caption = plot_lookahead(table, model, snakemake.params.max_ahead)
-save_figure(fig, snakemake.output.png, f"F16 look-ahead, {model}, {prompts}", caption)
+save_figure(fig, snakemake.output.png, "look-ahead", caption, data=[snakemake.input.table])

@@ -1,6 +1,7 @@
 """Rule figure_F13: causal-tracing heatmaps (F13) and token-category curves (F13b)."""
 
-from lenslab.figures.patching import plot_categories, plot_heatmaps
+from lenslab.figures.interactive import patching_views
+from lenslab.figures.patching import heatmap_panels, plot_categories, plot_heatmaps
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 from lenslab.skipped import save_skipped_figure, skipped
@@ -10,18 +11,19 @@ start_log(snakemake)  # everything this job prints goes to its rule's log
 
 table = read_parquet(snakemake.input.table)
 opts = snakemake.params.options
-model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+model = snakemake.wildcards.model
+data = [snakemake.input.table]
 metric = opts.get("metric", "norm_ld")
 window = opts.get("window")
-title = f"F13 causal tracing, {model}, {prompts}"
-title_b = f"F13b causal effect by token category, {model}, {prompts}"
+what, what_b = "causal tracing", "causal effect by token category"
+out = snakemake.output
 if reason := skipped(table):  # the fidelity gate ruled patching out for this model
-    save_skipped_figure(snakemake.output.heatmap, title, reason)
-    save_skipped_figure(snakemake.output.categories, title_b, reason)
+    save_skipped_figure(out.heatmap, what, reason)
+    save_skipped_figure(out.categories, what_b, reason)
 else:
-    fig, caption = plot_heatmaps(
-        table, metric, window, opts.get("prompt_ids"), opts.get("max_prompts", 2), model
-    )
-    save_figure(fig, snakemake.output.heatmap, title, caption)
+    ids, n_max = opts.get("prompt_ids"), opts.get("max_prompts", 2)
+    fig, caption = plot_heatmaps(table, metric, window, ids, n_max, model)
+    views = patching_views(heatmap_panels(table, metric, window, ids, n_max))
+    save_figure(fig, out.heatmap, what, caption, data=data, interactive=views)
     fig, caption = plot_categories(table, metric, window, model)
-    save_figure(fig, snakemake.output.categories, title_b, caption)
+    save_figure(fig, out.categories, what_b, caption, data=data)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from lenslab.figures.interactive import trajectory_view
 from lenslab.figures.save import save_figure
 from lenslab.figures.tuned_lens import (
     f7_caption,
@@ -23,7 +24,10 @@ setup(1)
 out = snakemake.output
 if Path(out.png).name.startswith("F8_"):
     drift = read_parquet(snakemake.input.drift)
-    save_figure(plot_f8(drift), out.png, "Representational drift across layers", f8_caption(drift))
+    save_figure(
+        plot_f8(drift), out.png, "representational drift across layers", f8_caption(drift),
+        data=[snakemake.input.drift],
+    )  # fmt: skip
 else:
     from lenslab.errors import LensLabError
     from lenslab.extract import load_activations
@@ -54,4 +58,11 @@ else:
     caption = f7_caption(
         tuned.affine, adapter.tokenizer.decode(ids), opts["colour"], opts["unit"], metrics
     )
-    save_figure(fig, out.png, "Tuned lens vs logit lens", caption)
+    views = [
+        trajectory_view(t, tokens, f"{name} lens: top-1 per cell, top-5 on hover", opts["colour"])
+        for name, t in (("logit", logit_traj), ("tuned", tuned_traj))
+    ]
+    save_figure(
+        fig, out.png, f"tuned lens vs logit lens, prompt {prompt}", caption,
+        data=[snakemake.input.eval], interactive={"views": views},
+    )  # fmt: skip

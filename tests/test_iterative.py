@@ -50,6 +50,6 @@ def test_table_figure_and_one_token_prompt():
     table = iterative_table(adapter, prompts)
     assert len(table) == adapter.n_layers * 4 and table["token"].iloc[0] == "w1"
     fig, caption = plot_iterative(table, "tiny")
-    assert "4 positions per block" in caption
+    assert "4 positions per layer" in caption and "layers 1..3" in caption
     with pytest.raises(LensLabError, match="one token"):
         update_gradient_cosines(adapter, [5])

@@ -119,3 +119,24 @@ def test_paper_study_dry_run(tmp_path):
     assert jobs["extract"] >= 2 and jobs["figure_F1"] == 2 and jobs["figure_F10"] == 2
     assert jobs["figure_F14"] == 2 and jobs["figure_F15"] == 2 and jobs["figure_F16"] == 2
     assert "train_embedded" not in jobs
+
+
+@pytest.mark.slow
+def test_snakemake_report_holds_every_figure_with_its_caption(study_run, trained):
+    """`snakemake --report` (the Snakemake convention): figures grouped by family, captioned."""
+    import zipfile
+
+    snakemake(study_run, "--report", "snakemake-report.zip", *study(trained))
+    with zipfile.ZipFile(study_run / "snakemake-report.zip") as archive:
+        names = archive.namelist()
+        text = "".join(
+            archive.read(n).decode("utf-8", "replace")
+            for n in names
+            if n.endswith((".js", ".html"))
+        )
+    figures = [n for n in names if n.endswith(".png") and "/F" in n]
+    assert {n.rsplit("/", 1)[-1].split("_")[0] for n in figures} >= {"F1", "F2", "F10", "F13"}
+    assert any(n.endswith("report.html") for n in names)
+    for family in ("hidden-state differences", "logit lens", "attribution", "causal tracing"):
+        assert family in text
+    assert "layer l = resid[l]" in text and "F10 direct logit attribution" in text

@@ -23,7 +23,7 @@ rule figure_F10:
         table=rules.dla.output.table,
         code=lib("figures/dla", "figures/save"),
     output:
-        png=res("figures/F10_{model}_{prompts}.png"),
+        png=report(res("figures/F10_{model}_{prompts}.png"), caption="../report/F10.rst", category="attribution", subcategory="{model}", labels={"figure": "F10", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F10_{model}_{prompts}.svg"),
         caption=res("figures/F10_{model}_{prompts}.json"),
     script:

@@ -21,7 +21,7 @@ rule figure_F1:
         table=rules.difference.output.table,
         code=lib("figures/difference", "figures/save"),
     output:
-        png=res("figures/F1_{model}_{prompts}.png"),
+        png=report(res("figures/F1_{model}_{prompts}.png"), caption="../report/F1.rst", category="hidden-state differences", subcategory="{model}", labels={"figure": "F1", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F1_{model}_{prompts}.svg"),
         caption=res("figures/F1_{model}_{prompts}.json"),
     params:

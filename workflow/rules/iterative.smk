@@ -22,7 +22,7 @@ rule figure_F14:
         table=rules.iterative.output.table,
         code=lib("figures/iterative", "figures/save", "stats/aggregate"),
     output:
-        png=res("figures/F14_{model}_{prompts}.png"),
+        png=report(res("figures/F14_{model}_{prompts}.png"), caption="../report/F14.rst", category="iterative inference", subcategory="{model}", labels={"figure": "F14", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F14_{model}_{prompts}.svg"),
         caption=res("figures/F14_{model}_{prompts}.json"),
     script:

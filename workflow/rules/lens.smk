@@ -71,9 +71,9 @@ rule figure_logit_lens:
         table=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)])[0],
         targets=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)], "targets.parquet")[0],
         means=rules.lens_tables.output.means,
-        code=lib("figures/logit_lens", "figures/save", "lenses/registry", "stats/config"),
+        code=lib("figures/logit_lens", "figures/save", "figures/interactive", "lenses/registry", "stats/config"),
     output:
-        png=res("figures/{fid}_{model}_{prompts}.png"),
+        png=report(res("figures/{fid}_{model}_{prompts}.png"), caption="../report/logit_lens.rst", category="logit lens", subcategory="{model}", labels={"figure": "{fid}", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/{fid}_{model}_{prompts}.svg"),
         json=res("figures/{fid}_{model}_{prompts}.json"),
     wildcard_constraints:
@@ -93,7 +93,7 @@ rule figure_F17:
         means=rules.lens_tables.output.means,
         code=lib("figures/distances", "figures/save", "lenses/registry", "stats/config"),
     output:
-        png=res("figures/F17_{model}_{prompts}.png"),
+        png=report(res("figures/F17_{model}_{prompts}.png"), caption="../report/F17.rst", category="logit lens", subcategory="{model}", labels={"figure": "F17", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F17_{model}_{prompts}.svg"),
         json=res("figures/F17_{model}_{prompts}.json"),
     params:

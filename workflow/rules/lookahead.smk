@@ -7,7 +7,7 @@ rule figure_F16:
         table=lambda w: lens_files(w.model, w.prompts, ["logit"])[0],
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
-        png=res("figures/F16_{model}_{prompts}.png"),
+        png=report(res("figures/F16_{model}_{prompts}.png"), caption="../report/F16.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F16_{model}_{prompts}.svg"),
         caption=res("figures/F16_{model}_{prompts}.json"),
     params:
@@ -21,7 +21,7 @@ rule figure_F16b:
         targets=lambda w: lens_files(w.model, w.prompts, ["logit"], "targets.parquet")[0],
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
-        png=res("figures/F16b_{model}_{prompts}.png"),
+        png=report(res("figures/F16b_{model}_{prompts}.png"), caption="../report/F16b.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16b", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F16b_{model}_{prompts}.svg"),
         caption=res("figures/F16b_{model}_{prompts}.json"),
     script:

@@ -35,12 +35,12 @@ rule patching:
 rule figure_F13:
     input:
         table=rules.patching.output.table,
-        code=lib("figures/patching", "figures/save", "patching/metrics"),
+        code=lib("figures/patching", "figures/save", "figures/interactive", "figures/logit_lens", "patching/metrics"),
     output:
-        heatmap=res("figures/F13_{model}_{prompts}.png"),
+        heatmap=report(res("figures/F13_{model}_{prompts}.png"), caption="../report/F13.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13", "model": "{model}", "prompts": "{prompts}"}),
         heatmap_svg=res("figures/F13_{model}_{prompts}.svg"),
         heatmap_caption=res("figures/F13_{model}_{prompts}.json"),
-        categories=res("figures/F13b_{model}_{prompts}.png"),
+        categories=report(res("figures/F13b_{model}_{prompts}.png"), caption="../report/F13b.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13b", "model": "{model}", "prompts": "{prompts}"}),
         categories_svg=res("figures/F13b_{model}_{prompts}.svg"),
         categories_caption=res("figures/F13b_{model}_{prompts}.json"),
     params:

@@ -61,9 +61,9 @@ rule figure_F7:
         config=rules.train_tuned_lens.output.config,
         eval=rules.eval_tuned_lens.output.eval,
         acts=res("activations/{model}/{prompts}/resid.safetensors"),
-        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save"),
+        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
-        png=res("figures/F7_{model}_{prompts}.png"),
+        png=report(res("figures/F7_{model}_{prompts}.png"), caption="../report/F7.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F7", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F7_{model}_{prompts}.svg"),
         caption=res("figures/F7_{model}_{prompts}.json"),
     params:
@@ -79,7 +79,7 @@ rule figure_F8:
         drift=rules.eval_tuned_lens.output.drift,
         code=lib("figures/tuned_lens", "figures/save"),
     output:
-        png=res("figures/F8_{model}_{prompts}.png"),
+        png=report(res("figures/F8_{model}_{prompts}.png"), caption="../report/F8.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F8", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F8_{model}_{prompts}.svg"),
         caption=res("figures/F8_{model}_{prompts}.json"),
     params:

@@ -22,9 +22,9 @@ rule visibility:
 rule figure_F15:
     input:
         table=rules.visibility.output.table,
-        code=lib("figures/visibility", "figures/save"),
+        code=lib("figures/visibility", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
-        png=res("figures/F15_{model}_{prompts}.png"),
+        png=report(res("figures/F15_{model}_{prompts}.png"), caption="../report/F15.rst", category="visibility", subcategory="{model}", labels={"figure": "F15", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F15_{model}_{prompts}.svg"),
         caption=res("figures/F15_{model}_{prompts}.json"),
     params:

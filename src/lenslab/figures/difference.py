@@ -7,16 +7,31 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from lenslab.figures.save import layer_label
+
 
 def _label(clean: str, corrupt: str) -> str:
     clean, corrupt = clean.replace(" ", "·"), corrupt.replace(" ", "·")
     return clean if clean == corrupt else f"{clean}/{corrupt}"
 
 
+def _state_labels(states: list[str]) -> list[str]:
+    """Rows in the one layer numbering: 'layer 0 (embeddings)' .. 'layer L', then the
+    final-normed state (the table names them embed, block 1..L, final norm)."""
+    last = len(states) - 2  # embed + L block outputs + final norm
+    out = []
+    for r, state in enumerate(states):
+        if state == "final norm":
+            out.append("final norm(layer L)")
+        else:
+            out.append(f"layer {layer_label(r, last)}")
+    return out
+
+
 def plot_difference(table: pd.DataFrame, title: str) -> Figure:
     """``table``: one pair's rows from :func:`lenslab.difference.pair_difference`."""
     grid = table.pivot(index="row", columns="position", values="l2").sort_index()
-    states = table.drop_duplicates("row").sort_values("row")["state"].tolist()
+    states = _state_labels(table.drop_duplicates("row").sort_values("row")["state"].tolist())
     labels = [
         _label(a, b)
         for a, b in table.drop_duplicates("position")

@@ -108,7 +108,7 @@ def make_distances(
             ax.fill_between(g.layer, g.ci_low, g.ci_high, color=COLORS[k], alpha=0.2)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
-        ax.set_xlabel("layer (0 = embeddings, right = output)")
+        ax.set_xlabel("layer l = resid[l] (0 = embeddings)")
         ax.grid(alpha=0.3)
         if len(lenses) > 1:
             ax.legend(fontsize=7)
@@ -123,7 +123,7 @@ def make_distances(
             )
     over.set_title("all six, rescaled to [0, 1]", fontsize=10)
     over.set_ylabel("distance / its maximum")
-    over.set_xlabel("layer")
+    over.set_xlabel("layer l = resid[l]")
     over.grid(alpha=0.3)
     for ax in flat[len(metrics) + 1 :]:
         ax.axis("off")

@@ -30,6 +30,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
+from lenslab.figures.save import layer_label  # noqa: E402
 from lenslab.lenses.registry import lens_caption  # noqa: E402
 from lenslab.stats.lens_stats import LensConfig  # noqa: E402
 
@@ -164,8 +165,12 @@ def grid(
     layers: list[int],
     positions: list[int],
     max_chars: int = 8,
+    ranks: bool = False,
 ) -> Grid:
-    """A grid of ``values`` (a column name, or a Series aligned with ``view``) for one prompt."""
+    """A grid of ``values`` (a column name, or a Series aligned with ``view``) for one prompt.
+
+    Cells print the lens's top-1 token, or with ``ranks=True`` the value itself as a rank
+    number (rank views print ranks, as the original's)."""
     v = view.assign(_value=view[values] if isinstance(values, str) else values)
     cells = v.set_index(["layer", "position"])
     first = v.drop_duplicates("position").set_index("position")
@@ -189,9 +194,21 @@ def grid(
         for i, layer in enumerate(layers):
             cell = cells.loc[(layer, pos)]
             out[i, j] = cell["_value"]
-            text[i][j] = visible(str(cell["top1_token"]), max_chars)
+            text[i][j] = (
+                rank_text(cell["_value"]) if ranks else visible(str(cell["top1_token"]), max_chars)
+            )
             outline[i, j] = cell["top1_id"] == cell["final_top1_id"]
     return Grid(layers, positions, out, text, outline, marks, xlabels, toplabels)
+
+
+def rank_text(rank: float) -> str:
+    """A rank in a narrow cell: '7', '312', '4.1k', '52k'; '' when missing."""
+    if not np.isfinite(rank):
+        return ""
+    r = int(rank)
+    if r < 1000:
+        return str(r)
+    return f"{r / 1000:.1f}k" if r < 10_000 else f"{r // 1000}k"
 
 
 def percentile_norm(values: np.ndarray, percentiles: list[float]) -> Normalize:
@@ -224,14 +241,6 @@ def _round_up(x: float) -> float:
 
 
 # -- drawing ------------------------------------------------------------------------------------
-def _layer_label(layer: int, last: int) -> str:
-    if layer == 0:
-        return "0 (input)"
-    if layer == last:
-        return f"{layer} (output)"
-    return str(layer)
-
-
 def draw_grid(ax, g: Grid, norm: Normalize, cmap: str, last_layer: int, fontsize: float = 7):
     """Heatmap with token texts, outlines (cell = final top-1) and marked columns."""
     cm = plt.get_cmap(cmap).with_extremes(bad="white")
@@ -247,11 +256,11 @@ def draw_grid(ax, g: Grid, norm: Normalize, cmap: str, last_layer: int, fontsize
                     color="black" if light > 0.55 else "white")  # fmt: skip
             if g.outline[i, j]:
                 ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.2, ec="#d62728"))
-    ax.set_yticks(range(len(g.layers)), [_layer_label(x, last_layer) for x in g.layers])
+    ax.set_yticks(range(len(g.layers)), [layer_label(x, last_layer) for x in g.layers])
     ax.set_xticks(
         range(len(g.positions)), g.xlabels, rotation=60, ha="right", fontsize=fontsize + 1
     )
-    ax.set_ylabel("layer (residual state)")
+    ax.set_ylabel("layer l = resid[l]")
     ax.set_xlabel("input token")
     top = ax.secondary_xaxis("top")
     top.set_xticks(range(len(g.positions)), [f"{t}✓" if m else t for t, m in zip(g.toplabels, g.marks, strict=True)],
@@ -282,13 +291,12 @@ class Conventions:
     cfg: LensConfig
     n_prompts: int
 
-    @property
-    def common(self) -> str:
+    def common(self, cells: str = "the lens's top-1 token") -> str:
         return (
-            f"Lens: {lens_caption(self.lens)}. Cells print the lens's top-1 token at each residual "
-            "state (rows; output at the top, row 0 = embeddings) and position (columns); '·' "
-            "marks a space, '⏎' a newline. Red outlines: the cell's top-1 equals the model's "
-            "final top-1; green ✓ above a column: the final top-1 is the true next token."
+            f"Lens: {lens_caption(self.lens)}. Cells print {cells} at each residual state (rows; "
+            "the last layer at the top, row 0 = embeddings) and position (columns); '·' marks a "
+            "space, '⏎' a newline. Red outlines: the cell's top-1 equals the model's final top-1; "
+            "green ✓ above a column: the final top-1 is the true next token."
         )
 
     def kl(self, which: str, cap: float) -> str:
@@ -313,7 +321,7 @@ def figure_top1(view: pd.DataFrame, opts: ViewOptions, conv: Conventions) -> tup
     _colorbar(fig, image, ax, "logit of the top-1 token")
     lo, hi = opts.percentiles
     caption = (
-        f"{conv.common} Colour: the top-1 token's logit, clipped to the {lo:g}th-{hi:g}th "
+        f"{conv.common()} Colour: the top-1 token's logit, clipped to the {lo:g}th-{hi:g}th "
         f"percentile of the shown cells ({norm.vmin:.2f} to {norm.vmax:.2f})."
     )
     return fig, caption
@@ -321,14 +329,15 @@ def figure_top1(view: pd.DataFrame, opts: ViewOptions, conv: Conventions) -> tup
 
 def figure_rank(view: pd.DataFrame, opts: ViewOptions, conv: Conventions) -> tuple[Figure, str]:
     """F3: rank of the model's final top-1 token under each layer's lens (log colours)."""
-    g = _view_grid(view, "rank_final_top1", opts)
+    g = _view_grid(view, "rank_final_top1", opts, ranks=True)
     cap = _rank_cap(opts, conv)
     norm = rank_norm(cap, _vocab(view))
     fig, ax = plt.subplots(figsize=_size(g, extra=1.0), layout="constrained")
     image = draw_grid(ax, g, norm, "Blues_r", _last(view))
     _colorbar(fig, image, ax, "rank of the final top-1 token (log)")
     caption = (
-        f"{conv.common} Colour: the 1-based rank of the model's final top-1 token (not the true "
+        f"{conv.common('the rank')} Colour and number: the 1-based rank of the model's final "
+        "top-1 token (not the true "
         f"token) under each layer's lens, log scale from 1 to {norm.vmax:g} (ranks above are "
         "drawn at the cap)."
     )
@@ -354,7 +363,7 @@ def figure_kl(
     _mean_curve(side, view, "kl_final", means, conv)
     side.set_xlabel("mean KL(final || layer), nats")
     caption = (
-        f"{conv.common} Colour: {conv.kl('KL(final || layer)', norm.vmax)} Right: mean over "
+        f"{conv.common()} Colour: {conv.kl('KL(final || layer)', norm.vmax)} Right: mean over "
         f"positions per layer, for this prompt (all its positions) and over all {conv.n_prompts} "
         "prompt(s) of the set with a 95% normal confidence band (rows = prompt x position)."
     )
@@ -364,7 +373,7 @@ def figure_kl(
 def figure_input(view: pd.DataFrame, opts: ViewOptions, conv: Conventions) -> tuple[Figure, str]:
     """F5: KL(input || layer) and the rank of the input token at each layer."""
     g_kl = _view_grid(view, "kl_input", opts)
-    g_rank = _view_grid(view, "rank_input", opts)
+    g_rank = _view_grid(view, "rank_input", opts, ranks=True)
     norm = kl_norm(g_kl.values, opts.kl_cap if opts.kl_cap is not None else conv.cfg.kl_cap)
     rnorm = rank_norm(_rank_cap(opts, conv), _vocab(view))
     fig, axes = plt.subplots(2, 1, figsize=_size(g_kl, panels=2, extra=1.0), layout="constrained")
@@ -375,8 +384,9 @@ def figure_input(view: pd.DataFrame, opts: ViewOptions, conv: Conventions) -> tu
     _colorbar(fig, image, axes[1], "rank of the input token (log)")
     axes[1].set_title("rank of the input token")
     caption = (
-        f"{conv.common} Top: {conv.kl('KL(input || layer)', norm.vmax)} Bottom: 1-based rank of "
-        f"the input token at each position, log colours from 1 to {rnorm.vmax:g} (the cap)."
+        f"{conv.common()} Top: {conv.kl('KL(input || layer)', norm.vmax)} Bottom: the cells print "
+        "the 1-based rank of the input token at each position (k = thousands), log colours "
+        f"from 1 to {rnorm.vmax:g} (the cap)."
     )
     return fig, caption
 
@@ -404,8 +414,8 @@ def figure_copy(
         index=view.index,
     )
     g_top = grid(view, "top1_logit", layers, positions, opts.max_token_chars)
-    g_ans = grid(view, ans_rank, layers, positions, opts.max_token_chars)
-    g_in = grid(view, "rank_input", layers, positions, opts.max_token_chars)
+    g_ans = grid(view, ans_rank, layers, positions, opts.max_token_chars, ranks=True)
+    g_in = grid(view, "rank_input", layers, positions, opts.max_token_chars, ranks=True)
     rnorm = rank_norm(_rank_cap(opts, conv), _vocab(view))
     fig, axes = plt.subplots(3, 1, figsize=_size(g_top, panels=3, extra=1.0), layout="constrained")
     panels = [
@@ -419,19 +429,37 @@ def figure_copy(
         ax.set_title(title)
     lo, hi = opts.percentiles
     caption = (
-        f"{conv.common} Columns: {opts.window} tokens either side of each occurrence of the rare "
+        f"{conv.common()} Columns: {opts.window} tokens either side of each occurrence of the rare "
         f"word '{word}' (the prompt's answer) and of the last position, where the model must copy "
         f"it; dotted lines separate the windows. Top: colour = top-1 logit ({lo:g}th-{hi:g}th "
-        f"percentile clip). Middle: 1-based rank of '{word}'. Bottom: rank of the input token "
+        f"percentile clip). Middle: cells print the 1-based rank of '{word}'. Bottom: the rank of "
+        f"the input token "
         f"(is the current token preserved?). Ranks on log colours from 1 to {rnorm.vmax:g}."
     )
     return fig, caption
 
 
-def _view_grid(view: pd.DataFrame, column: str, opts: ViewOptions) -> Grid:
+def _view_grid(view: pd.DataFrame, column: str, opts: ViewOptions, ranks: bool = False) -> Grid:
     layers = pick_layers(view["layer"].unique().tolist(), opts.layer_step)
     positions = pick_positions(int(view["position"].max()) + 1, opts)
-    return grid(view, column, layers, positions, opts.max_token_chars)
+    return grid(view, column, layers, positions, opts.max_token_chars, ranks)
+
+
+def positions_text(view: pd.DataFrame, opts: ViewOptions) -> str:
+    """Which positions a F2-F5 view shows, for its caption."""
+    n_pos = int(view["position"].max()) + 1
+    shown = pick_positions(n_pos, opts)
+    if opts.positions is not None:
+        which = f"positions {shown} (0-based) of the prompt's {n_pos} tokens"
+    elif len(shown) == n_pos:
+        which = f"all {n_pos} positions of the prompt"
+    else:
+        part = "the last" if opts.start is None else "a window of"
+        which = (
+            f"{part} {len(shown)} of the prompt's {n_pos} positions "
+            f"(positions {shown[0]}-{shown[-1]}, 0-based)"
+        )
+    return f"Columns: {which}; the report's interactive view shows all {n_pos}."
 
 
 def _last(view: pd.DataFrame) -> int:
@@ -455,7 +483,7 @@ def _mean_curve(ax, view: pd.DataFrame, metric: str, means: pd.DataFrame | None,
         ax.plot(m["mean"], m["layer"], "s--", ms=3, color="#ff7f0e", label="all prompts")
         ax.fill_betweenx(m["layer"], m["ci_low"], m["ci_high"], color="#ff7f0e", alpha=0.25)
     ax.set_ylim(-0.5, _last(view) + 0.5)
-    ax.set_ylabel("layer (output at the top)")
+    ax.set_ylabel("layer l = resid[l] (last at the top)")
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
     ax.grid(alpha=0.3)
@@ -497,5 +525,7 @@ def make_view(
             )
         fig, caption = figure_copy(view, tracked, opts, conv)
         title = f"Copying a rare token ({lens} lens, prompt {pid})"
+    if fid != "F6":
+        caption = f"{caption} {positions_text(view, opts)}"
     fig.suptitle(title, fontsize=10)
     return fig, title, caption

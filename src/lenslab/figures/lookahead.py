@@ -18,7 +18,7 @@ def _layer_curves(stats: pd.DataFrame, by: str, value: str, labels: dict, ylabel
     for key, g in stats.groupby(by):
         ax.plot(g["layer"], g[value], "o-", label=labels[key])
         ax.fill_between(g["layer"], g["ci_low"], g["ci_high"], alpha=0.2)
-    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_xlabel("layer l = resid[l] (0 = embeddings)")
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)

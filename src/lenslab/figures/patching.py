@@ -74,13 +74,38 @@ def _conventions(table: pd.DataFrame, window: int) -> str:
             "than the clean answer (mean probability over samples)"
         )
     return (
-        f"{corruption}. Restoring one clean state into the corrupted run: the block output "
-        "(residual stream after block l) at one layer; the attention or MLP output at a window "
-        f"of {window} layers centred on layer l (l-{window // 2}..l+{(window - 1) // 2}, clipped "
-        "at the first and last block; ROME restores 10 of GPT-2 XL's 48 layers, scaled here to "
-        "the model's depth). Runner: "
+        f"{corruption}. Restoring one clean state into the corrupted run: at layer l the block "
+        "output resid[l] (output of block l-1); the attention or MLP output of a window of "
+        f"{window} layers centred on layer l (l-{window // 2}..l+{(window - 1) // 2}, clipped at "
+        "layers 1 and L; ROME restores 10 of GPT-2 XL's 48 layers, scaled here to the model's "
+        "depth). The table's `layer` column is the block index l-1. Runner: "
         f"{', '.join(sorted(table['runner'].unique()))}."
     )
+
+
+def heatmap_panels(
+    table: pd.DataFrame,
+    metric: str = "norm_ld",
+    window: int | None = None,
+    prompt_ids: list[str] | None = None,
+    max_prompts: int = 2,
+) -> list[tuple[str, str, str, pd.DataFrame]]:
+    """(title, prompt id, state kind, rows) of every F13 heatmap, row by row."""
+    table = _check(table, metric)
+    window = _window(table, window)
+    ids = prompt_ids or list(dict.fromkeys(table["prompt_id"]))[:max_prompts]
+    kinds = [k for k in KIND_ORDER if k in set(table["kind"])]
+    panels = []
+    for pid in ids:
+        rows = table[table["prompt_id"] == pid]
+        if rows.empty:
+            raise LensLabError(f"prompt {pid!r} is not in the table", fix="pick a patched prompt")
+        for kind in kinds:
+            width = 1 if kind == "resid" else window
+            sel = rows[(rows["kind"] == kind) & (rows["window"] == width)]
+            win = "" if kind == "resid" else f", window {window}"
+            panels.append((f"{pid}: {KIND_NAME[kind]}{win}", pid, kind, sel))
+    return panels
 
 
 def plot_heatmaps(
@@ -92,10 +117,11 @@ def plot_heatmaps(
     model: str = "",
 ) -> tuple[Figure, str]:
     """One row of three heatmaps (residual, MLP, attention) per prompt; and the caption."""
+    panels = heatmap_panels(table, metric, window, prompt_ids, max_prompts)
     table = _check(table, metric)
     window = _window(table, window)
-    ids = prompt_ids or list(dict.fromkeys(table["prompt_id"]))[:max_prompts]
-    kinds = [k for k in KIND_ORDER if k in set(table["kind"])]
+    ids = list(dict.fromkeys(p for _, p, _, _ in panels))
+    kinds = list(dict.fromkeys(k for _, _, k, _ in panels))
     n_tok = [int(table.loc[table["prompt_id"] == p, "position"].max()) + 1 for p in ids]
     fig, axes = plt.subplots(
         len(ids),
@@ -104,15 +130,8 @@ def plot_heatmaps(
         squeeze=False,
         gridspec_kw={"height_ratios": n_tok},
     )
-    for r, pid in enumerate(ids):
-        rows = table[table["prompt_id"] == pid]
-        if rows.empty:
-            raise LensLabError(f"prompt {pid!r} is not in the table", fix="pick a patched prompt")
-        for c, kind in enumerate(kinds):
-            sel = rows[
-                (rows["kind"] == kind) & (rows["window"] == (1 if kind == "resid" else window))
-            ]
-            _heatmap(axes[r, c], sel, kind, metric, window)
+    for i, (_, _, kind, sel) in enumerate(panels):
+        _heatmap(axes[i // len(kinds), i % len(kinds)], sel, kind, metric, window)
     fig.tight_layout()
     caption = (
         f"Causal tracing of model {model}: {METRIC_NAME[metric]} of the corrupted run with one "
@@ -133,8 +152,9 @@ def _heatmap(ax, sel: pd.DataFrame, kind: str, metric: str, window: int) -> None
     high = max(float(first["clean_value"]), float(np.nanmax(grid.to_numpy())))
     im = ax.imshow(grid.to_numpy(), cmap=KIND_CMAP[kind], vmin=low, vmax=high, aspect="auto")
     ax.set_yticks(range(len(labels)), labels=list(labels), fontsize=8)
-    ax.set_xticks(range(grid.shape[1]), labels=[str(c) for c in grid.columns], fontsize=7)
-    ax.set_xlabel("layer (block index)")
+    # One layer numbering: block index b restores a state of layer b+1 (resid[b+1]).
+    ax.set_xticks(range(grid.shape[1]), labels=[str(c + 1) for c in grid.columns], fontsize=7)
+    ax.set_xlabel("layer l = resid[l]")
     win = "" if kind == "resid" else f", window {window}"
     ax.set_title(f"{first['prompt_id']}: {KIND_NAME[kind]}{win}", fontsize=9)
     bar = ax.figure.colorbar(im, ax=ax, fraction=0.05)
@@ -161,16 +181,15 @@ def plot_categories(
             sel = means[(means["kind"] == kind) & (means["category"] == cat)]
             if sel.empty:
                 continue
-            ax.plot(sel["layer"], sel["mean"], marker=".", color=colours[cat], label=cat)
-            ax.fill_between(
-                sel["layer"], sel["ci_low"], sel["ci_high"], color=colours[cat], alpha=0.15
-            )
+            layer = sel["layer"] + 1  # block index b -> layer b+1 (resid[b+1])
+            ax.plot(layer, sel["mean"], marker=".", color=colours[cat], label=cat)
+            ax.fill_between(layer, sel["ci_low"], sel["ci_high"], color=colours[cat], alpha=0.15)
         if metric == "norm_ld":
             for y in (0.0, 1.0):
                 ax.axhline(y, color="grey", lw=0.8, ls="--")
         win = "" if kind == "resid" else f", window {window}"
         ax.set_title(f"{KIND_NAME[kind]}{win}", fontsize=9)
-        ax.set_xlabel("layer (block index)")
+        ax.set_xlabel("layer l = resid[l]")
         ax.set_ylabel(metric)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles, labels = axes[0, 0].get_legend_handles_labels()

@@ -17,6 +17,8 @@ from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
 
 LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
+# One unit per quantity, as the README's table: KL in nats per token always; `unit` is the
+# cross-entropy's (bits per byte by default, the tuned-lens paper's unit).
 F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "bits_per_byte", "max_rows": 25}
 
 
@@ -44,19 +46,28 @@ class Trajectory:
     top1: list[list[str]]  # [layer][position] decoded top-1 token
     prob: np.ndarray  # [layers, T] probability of the top-1 token
     entropy: np.ndarray  # [layers, T] entropy of the lens distribution, nats
+    topk: list[list[list[tuple[str, float]]]] | None = None  # [layer][position] (token, prob)
 
 
 @torch.no_grad()
-def trajectory(lens: Lens, resid: Tensor, tokenizer, layers: list[int]) -> Trajectory:
-    """Top-1 token, its probability and the entropy for ``resid`` ``[L+1, T, D]``."""
-    top1, prob, entropy = [], [], []
+def trajectory(lens: Lens, resid: Tensor, tokenizer, layers: list[int], k: int = 5) -> Trajectory:
+    """Top-1 token, its probability, the entropy and the top-``k`` (token, probability) for
+    ``resid`` ``[L+1, T, D]``."""
+    top1, prob, entropy, topk = [], [], [], []
     for layer in layers:
         logq = torch.log_softmax(lens.logits(resid[layer], layer).float(), -1)
         p_max, idx = logq.exp().max(-1)
         top1.append([token_text(tokenizer, i) for i in idx.tolist()])
         prob.append(p_max.cpu().numpy())
         entropy.append((-(logq.exp() * logq).sum(-1)).cpu().numpy())
-    return Trajectory(layers, top1, np.stack(prob), np.stack(entropy))
+        p_k, i_k = logq.exp().topk(min(k, logq.shape[-1]), dim=-1)
+        topk.append(
+            [
+                [(token_text(tokenizer, int(i)), float(p)) for i, p in zip(ids, ps, strict=True)]
+                for ids, ps in zip(i_k.tolist(), p_k.tolist(), strict=True)
+            ]
+        )
+    return Trajectory(layers, top1, np.stack(prob), np.stack(entropy), topk)
 
 
 def token_text(tokenizer, token_id: int) -> str:
@@ -100,7 +111,7 @@ def _trajectory_panel(ax, traj: Trajectory, tokens: list[str], colour: str, titl
     ax.set_xticks(range(n_cols), [_label(t) for t in tokens], rotation=60, fontsize=7)
     ax.set_yticks(range(n_rows), [str(layer) for layer in traj.layers], fontsize=7)
     ax.set_xlabel("input token (the prediction is for the next one)")
-    ax.set_ylabel("layer (0 = embeddings)")
+    ax.set_ylabel("layer l = resid[l] (0 = embeddings)")
     ax.set_title(title, fontsize=9)
     return image
 
@@ -118,7 +129,7 @@ def _curve_panel(ax, df: pd.DataFrame, metric: str, unit: str, ylabel: str) -> N
     if metric == "ce":
         final = sub[sub.layer == last].value.iloc[0]
         ax.axhline(final, color="grey", lw=0.8, ls="--", label="model output")
-    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_xlabel("layer l = resid[l] (0 = embeddings)")
     ax.set_ylabel(ylabel)
     ax.set_yscale("log" if metric == "kl" else "linear")
     ax.set_xlim(-0.3, last + 0.3)
@@ -146,7 +157,11 @@ def plot_f7(
     fig.colorbar(image, ax=fig.axes[:2], fraction=0.025, pad=0.02, label=label)
     unit_label = "bits per byte" if unit == "bits_per_byte" else "nats per token"
     _curve_panel(
-        fig.add_subplot(grid[1, 0]), metrics, "kl", unit, f"KL(final || lens), {unit_label}"
+        fig.add_subplot(grid[1, 0]),
+        metrics,
+        "kl",
+        "nats_per_token",
+        "KL(final || lens), nats per token",
     )
     _curve_panel(
         fig.add_subplot(grid[1, 1]), metrics, "ce", unit, f"next-token cross-entropy, {unit_label}"
@@ -174,7 +189,8 @@ def f7_caption(
         f"output: KL(final || lens) at the same position, summed over layers, on held-out text "
         f"separate from the evaluation text. Bottom: per-layer KL(final || lens) and next-token "
         f"cross-entropy on {int(row.n_windows)} held-out windows ({int(row.n_tokens)} tokens, "
-        f"{int(row.n_bytes)} bytes) in {unit_text} (bytes = UTF-8 bytes of the predicted tokens, "
+        f"{int(row.n_bytes)} bytes); KL in nats per token, cross-entropy in {unit_text} (bytes = "
+        "UTF-8 bytes of the predicted tokens, "
         f"end-of-text counted as one); KL from the exact softmax, no probability clipping; the "
         f"last layer's KL is 0 by construction and not drawn; dashed line = the model's own "
         f"cross-entropy; bands = {row.ci_level:.0%} bootstrap intervals over windows."
@@ -221,13 +237,13 @@ def plot_f8(drift: pd.DataFrame) -> Figure:
         ax.set_title(title, fontsize=9)
         ax.set_xticks(range(n_cols), [str(c) for c in range(n_cols)], fontsize=7)
         ax.set_yticks(range(n_rows), [str(r) for r in range(n_rows)], fontsize=7)
-        ax.set_xlabel("layer j" if kind == "transfer_kl" else "layer")
+        ax.set_xlabel("layer j = resid[j]" if kind == "transfer_kl" else "layer l = resid[l]")
         if kind == "transfer_kl":
             ticks = [str(i) for i in range(n_rows - 1)] + ["id"]
             ax.set_yticks(range(n_rows), ticks, fontsize=7)
             ax.set_ylabel("translator of layer i (id = identity, the logit lens)")
         else:
-            ax.set_ylabel("layer")
+            ax.set_ylabel("layer l = resid[l]")
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig

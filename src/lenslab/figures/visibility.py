@@ -13,12 +13,18 @@ def _grid(rows: pd.DataFrame, index: str, columns: str) -> np.ndarray:
     return rows.pivot_table(index=index, columns=columns, values="value").to_numpy()
 
 
+def query_cell(table: pd.DataFrame, layer: int, pos: int) -> tuple[int, int]:
+    """The query cell with negative indices counted from the end."""
+    n_layers = int(table["query_layer"].max()) + 1
+    n_pos = int(table["query_pos"].max()) + 1
+    return layer % n_layers, pos % n_pos
+
+
 def plot_visibility(table: pd.DataFrame, layer: int, pos: int, model: str) -> tuple[Figure, str]:
     """Two heatmaps (state layer x position) for the query cell ``(layer, pos)``; negative
     indices count from the end. Zero cells (no influence: later positions or layers) are blank."""
-    n_layers = int(table["query_layer"].max()) + 1
     n_pos = int(table["query_pos"].max()) + 1
-    layer, pos = layer % n_layers, pos % n_pos
+    layer, pos = query_cell(table, layer, pos)
     sees = _grid(
         table[(table.query_layer == layer) & (table.query_pos == pos)], "layer", "position"
     )
@@ -46,7 +52,7 @@ def plot_visibility(table: pd.DataFrame, layer: int, pos: int, model: str) -> tu
             interpolation="nearest",
         )
         ax.plot(pos, layer, marker="s", mfc="none", mec="red", ms=9, mew=1.5)
-        ax.set_ylabel("layer (0 = embeddings)")
+        ax.set_ylabel("layer l = resid[l]")
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, label="summed |gradient|")
     axes[1].set_xticks(range(n_pos), tokens, rotation=90, fontsize=7)
