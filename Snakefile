@@ -8,6 +8,7 @@ configfile: f"{workflow.basedir}/workflow/snakemake.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 
 
 wildcard_constraints:
@@ -22,6 +23,7 @@ include: "workflow/rules/lens.smk"
 include: "workflow/rules/lookahead.smk"
 include: "workflow/rules/tuned_lens.smk"
 include: "workflow/rules/patching.smk"
+include: "workflow/rules/shards.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
