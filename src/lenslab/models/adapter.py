@@ -185,7 +185,8 @@ class ModelAdapter:
         if self.final_norm is None:
             return h
         if affine:
-            return self.final_norm(h)
+            # a half-precision model norms in its own dtype (states on disk are float32)
+            return self.final_norm(h.to(self.unembed.weight.dtype))
         return _normalize_only(self.final_norm, h)
 
     def unembed_normed(self, x: Tensor) -> Tensor:
@@ -198,8 +199,9 @@ class ModelAdapter:
         return logits
 
     def decode(self, h: Tensor, affine: bool = True) -> Tensor:
-        """Logit lens: final norm then unembedding. ``decode(resid[L])`` is the model's logits."""
-        return self.unembed_normed(self.normalize(h, affine))
+        """Logit lens: final norm then unembedding. ``decode(resid[L])`` is the model's logits.
+        Float32 whatever the model's dtype, so every statistic accumulates in float32."""
+        return self.unembed_normed(self.normalize(h, affine)).float()
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
