@@ -28,6 +28,7 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/benchmarks.smk"
 
 
 rule all:
