@@ -118,6 +118,7 @@ def test_unknown_models_and_kinds_are_clear_errors(paper) -> None:
         resources("nonsense", paper["models"]["gpt2"])
 
 
+@pytest.mark.slow
 def test_workflow_rules_request_the_computed_resources(tmp_path) -> None:
     """The paper study's dry run: each model rule carries lenslab.resources' values, figure
     rules carry none (the profile's small defaults apply)."""
