@@ -97,6 +97,11 @@ def test_more_prompts_in_a_job_need_more_memory(paper) -> None:
     many = resources("extract", xl, prompts, n_prompts=10_000)["mem_mb"]
     # 10,000 prompts x 49 states x T x 1600 floats: tens of gigabytes more
     assert many - one > 10_000
+    # a patching shard of 3 of the 6 pairs is asked half the time of the whole set (CPU)
+    patching = paper["patching"]
+    whole = resources("patching", xl, prompts, patching)["runtime"]
+    half = resources("patching", xl, prompts, patching, n_prompts=3)["runtime"]
+    assert half < whole <= 2 * half + 1
 
 
 def test_gpu_requests_follow_the_device(paper) -> None:

@@ -171,13 +171,16 @@ class JobSize:
 
 
 def job_size(model_cfg: Any, prompts_cfg: Any = None, n_prompts: int | None = None) -> JobSize:
-    """A job's size from its prompt set; ``n_prompts`` (a shard's count) overrides the set's."""
+    """A job's size from its prompt set; ``n_prompts`` (a shard's prompts, or its patching
+    cases) overrides the set's counts."""
     prompts = _prompts(prompts_cfg)
     shape = model_shape(model_cfg)
     lengths = [estimate_tokens(str(_get(p, "text", ""))) for p in prompts] or [32]
     seq = min(max(lengths), shape.n_positions)
     pairs = len(_get(prompts_cfg, "pairs", []) or []) if prompts_cfg is not None else 0
     count = len(prompts) if n_prompts is None else n_prompts
+    if n_prompts is not None and pairs:
+        pairs = min(pairs, n_prompts)  # a patching shard: its share of the cases
     return JobSize(count, seq, int(_get(model_cfg, "batch_size", 8) or 8), pairs)
 
 
@@ -224,11 +227,14 @@ def flops(kind: str, shape: ModelShape, size: JobSize, settings: Any = None) -> 
     if kind == "lens":
         return forward + 2.0 * (shape.n_layer + 1) * shape.d_model * shape.vocab * tokens
     if kind == "patching":
-        kinds = len(_get(settings, "kinds", ["resid", "attn", "mlp"]) or [1])
-        cases = max(size.n_pairs, size.n_prompts)
+        kinds = list(_get(settings, "kinds", ["resid", "attn", "mlp"]) or ["resid"])
+        # resid restores one layer; attn and mlp a single layer and a window (two sweeps)
+        sweeps = sum(1 if k == "resid" else 2 for k in kinds)
+        cases = size.n_pairs or size.n_prompts
         samples = int(_get(settings, "noise_samples", 10) or 10) if size.n_pairs == 0 else 1
-        cells = kinds * 2 * shape.n_layer * size.seq_len * samples
-        return 2.0 * shape.n_params * size.seq_len * cells * cases
+        cells = sweeps * shape.n_layer * size.seq_len * samples
+        # each patched run recomputes the blocks above the patch: half the model on average
+        return shape.n_params * size.seq_len * cells * cases
     if kind in ("train_tuned", "train_embedded"):
         steps = int(_get(settings, "steps", 2000) or 2000)
         return 6.0 * shape.n_params * steps * 32 * size.seq_len
