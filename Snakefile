@@ -10,6 +10,7 @@ configfile: f"{workflow.basedir}/workflow/snakemake.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
 
 
 wildcard_constraints:
@@ -24,11 +25,13 @@ include: "workflow/rules/lens.smk"
 include: "workflow/rules/lookahead.smk"
 include: "workflow/rules/tuned_lens.smk"
 include: "workflow/rules/patching.smk"
+include: "workflow/rules/shards.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
 include: "workflow/rules/findings.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/benchmarks.smk"
 
 
 add_logs()

@@ -45,6 +45,12 @@ class ModelConfig:
     arch: dict[str, Any] = field(default_factory=dict)
     # Settings of the embedded model (validated by lenslab.embedded.settings).
     embedded: dict[str, Any] | None = None
+    # GPUs one job asks a cluster for (null: 1 when device is cuda, else 0); device_map: auto
+    # spreads the model over them.
+    gpus: int | None = None
+    # Size for job resources when the model's config.json cannot be read offline: n_params,
+    # n_layer, d_model, vocab, n_positions (see lenslab.resources).
+    shape: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,6 +77,8 @@ class PromptSetConfig:
     note: str | None = None
     prompts: list[PromptConfig] = field(default_factory=list)
     pairs: list[PairConfig] = field(default_factory=list)
+    # Jobs the set is split into for extraction, lens statistics and patching (lenslab.shards).
+    shards: int = 1
 
 
 @dataclass

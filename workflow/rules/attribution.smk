@@ -14,6 +14,8 @@ rule dla:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
     threads: 2
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/dla.py"
 

@@ -12,6 +12,8 @@ rule difference:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/difference.py"
 

@@ -14,5 +14,7 @@ rule extract:
         prompts=lambda w: prompts_cfg(w.prompts),
         extract=stage_cfg("extract"),
     threads: 2
+    resources:
+        **job_resources("extract"),
     script:
         "../../scripts/extract.py"

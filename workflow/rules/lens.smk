@@ -44,6 +44,8 @@ rule apply_lens:
         prompts=lambda w: prompts_cfg(w.prompts),
         lens=stage_cfg("lens"),
     threads: 2
+    resources:
+        **job_resources("lens", stage_cfg("lens")),
     script:
         "../../scripts/apply_lens.py"
 

@@ -9,6 +9,8 @@ rule train_embedded:
     input:
         lib("embedded"),
     threads: 2
+    resources:
+        **job_resources("train_embedded"),
     log:
         "results/logs/train_embedded/{model}.log",
     script:

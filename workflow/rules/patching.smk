@@ -27,6 +27,8 @@ rule patching:
         prompts=lambda w: prompts_cfg(w.prompts),
         patching=lambda w: patching_settings(w.prompts),
     threads: 2
+    resources:
+        **job_resources("patching", stage_cfg("patching")),
     script:
         "../../scripts/patching.py"
 

@@ -28,6 +28,8 @@ rule train_tuned_lens:
         model_path=lambda w: model_dir(w.model),
         tuned=stage_cfg("tuned_lens"),
     threads: TUNED_THREADS
+    resources:
+        **job_resources("train_tuned", stage_cfg("tuned_lens").get("train")),
     log:
         res("logs/train_tuned_lens/{model}.log"),
     script:
@@ -48,6 +50,8 @@ rule eval_tuned_lens:
         model_path=lambda w: model_dir(w.model),
         tuned=stage_cfg("tuned_lens"),
     threads: TUNED_THREADS
+    resources:
+        **job_resources("forward"),
     log:
         res("logs/eval_tuned_lens/{model}.log"),
     script:

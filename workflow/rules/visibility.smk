@@ -15,6 +15,8 @@ rule visibility:
         prompt=lambda w: figure_options("F15").get("prompt"),
         normalise=lambda w: figure_options("F15").get("normalise", True),
     threads: 2
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/visibility.py"
 

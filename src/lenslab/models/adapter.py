@@ -324,7 +324,8 @@ class ModelAdapter:
         if self.final_norm is None:
             return h
         if affine:
-            return self.final_norm(h)
+            # a half-precision model norms in its own dtype (states on disk are float32)
+            return self.final_norm(h.to(self.unembed.weight.dtype))
         return self.norm_form(self.final_norm).normalize(h)
 
     def norm_form(self, norm: nn.Module) -> NormForm:
@@ -346,8 +347,9 @@ class ModelAdapter:
         return logits
 
     def decode(self, h: Tensor, affine: bool = True) -> Tensor:
-        """Logit lens: final norm then unembedding. ``decode(resid[L])`` is the model's logits."""
-        return self.unembed_normed(self.normalize(h, affine))
+        """Logit lens: final norm then unembedding. ``decode(resid[L])`` is the model's logits.
+        Float32 whatever the model's dtype, so every statistic accumulates in float32."""
+        return self.unembed_normed(self.normalize(h, affine)).float()
 
     # -- running -----------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lenslab.devices import placement
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.validate import check_tokenizer_files
@@ -39,6 +40,8 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
     dtype_name = _get(cfg, "dtype", "float32")
     if dtype_name not in DTYPES:
         raise LensLabError(f"dtype {dtype_name!r} is unknown", fix=f"use one of {list(DTYPES)}")
+    # A GPU asked for and absent is an error here, before minutes of loading (no CPU fallback).
+    place = placement(_get(cfg, "device", "cpu"), _get(cfg, "device_map") or None)
     kwargs: dict[str, Any] = {
         "revision": _get(cfg, "revision") or None,
         "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
@@ -49,7 +52,7 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=DTYPES[dtype_name],
-            device_map=_get(cfg, "device_map") or None,
+            **place,
             **kwargs,
         )
     except OSError as err:
