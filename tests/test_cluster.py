@@ -44,8 +44,11 @@ def run(workdir: Path, *args: str, timeout: int = 1800) -> str:
 
 
 def files(root: Path) -> dict[str, bytes]:
+    """Every result file but the jobs' logs (their progress bars carry timings)."""
     return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "logs" not in p.relative_to(root).parts
     }
 
 
@@ -73,13 +76,13 @@ def test_sharded_run_equals_one_job(local_run, tmp_path, overrides) -> None:
     out = run(tmp_path, "--cores", "2", *config(shards))
     for rule in ("extract_shard", "apply_lens_shard", "patching_shard", "gather_lens"):
         assert f"rule {rule}:" in out
-    lens = f"results/lens/{MODEL}/{SHARDED}"
+    lens = f"results/test/lens/{MODEL}/{SHARDED}"
     tables = [
         f"{lens}/logit.parquet",
         f"{lens}/logit.targets.parquet",
         f"{lens}/agg/layer_means.parquet",
         f"{lens}/agg/target_means.parquet",
-        f"results/patching/{MODEL}/{SHARDED}.parquet",
+        f"results/test/patching/{MODEL}/{SHARDED}.parquet",
     ]
     for name in tables:
         assert (tmp_path / name).read_bytes() == (local_run / name).read_bytes(), name
@@ -88,7 +91,7 @@ def test_sharded_run_equals_one_job(local_run, tmp_path, overrides) -> None:
     assert sorted(shard1.prompt_index.unique()) == list(range(6))
     # every other output (figures, report) is byte-identical as well
     local, sharded = files(local_run / "results"), files(tmp_path / "results")
-    whole_set = f"activations/{MODEL}/{SHARDED}/"
+    whole_set = f"test/activations/{MODEL}/{SHARDED}/"
     for name, data in local.items():
         if not name.startswith(whole_set):
             assert sharded.get(name) == data, name

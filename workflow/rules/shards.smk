@@ -38,7 +38,7 @@ def shard_job(wildcards):
 
 
 def shard_dir(stage, model, prompts, shard):
-    return f"results/{stage}/{model}/{prompts}/shards/{shard}"
+    return res(f"{stage}/{model}/{prompts}/shards/{shard}")
 
 
 rule extract_shard:
@@ -46,8 +46,8 @@ rule extract_shard:
         unpack(model_input),
         code=lib("extract", "prompts", "models", "shards"),
     output:
-        resid="results/activations/{model}/{prompts}/shards/{shard}/resid.safetensors",
-        tokens="results/activations/{model}/{prompts}/shards/{shard}/tokens.parquet",
+        resid=res("activations/{model}/{prompts}/shards/{shard}/resid.safetensors"),
+        tokens=res("activations/{model}/{prompts}/shards/{shard}/tokens.parquet"),
     wildcard_constraints:
         prompts=SHARDED_RE,
         shard=r"\d+",
@@ -67,7 +67,7 @@ def lens_shard_inputs(wildcards):
     base = shard_dir("activations", wildcards.model, wildcards.prompts, wildcards.shard)
     inputs = {"resid": f"{base}/resid.safetensors", "tokens": f"{base}/tokens.parquet"}
     if wildcards.lens == "tuned":
-        inputs["tuned"] = f"results/tuned_lens/{wildcards.model}/params.pt"
+        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
     return inputs
 
 
@@ -77,8 +77,8 @@ rule apply_lens_shard:
         unpack(lens_shard_inputs),
         code=lib("lenses", "stats", "models", "prompts", "extract", "shards"),
     output:
-        table="results/lens/{model}/{prompts}/shards/{shard}/{lens}.parquet",
-        targets="results/lens/{model}/{prompts}/shards/{shard}/{lens}.targets.parquet",
+        table=res("lens/{model}/{prompts}/shards/{shard}/{lens}.parquet"),
+        targets=res("lens/{model}/{prompts}/shards/{shard}/{lens}.targets.parquet"),
     wildcard_constraints:
         prompts=SHARDED_RE,
         shard=r"\d+",
@@ -109,8 +109,8 @@ rule gather_lens:
         targets=lambda w: lens_shard_files(w, "targets.parquet"),
         code=lib("shards"),
     output:
-        table="results/lens/{model}/{prompts}/{lens}.parquet",
-        targets="results/lens/{model}/{prompts}/{lens}.targets.parquet",
+        table=res("lens/{model}/{prompts}/{lens}.parquet"),
+        targets=res("lens/{model}/{prompts}/{lens}.targets.parquet"),
     wildcard_constraints:
         prompts=SHARDED_RE,
         lens=r"[A-Za-z0-9_\-]+",
@@ -126,7 +126,7 @@ rule patching_shard:
         unpack(model_input),
         code=lib("patching", "prompts", "models", "shards"),
     output:
-        table="results/patching/{model}/{prompts}/shards/{shard}.parquet",
+        table=res("patching/{model}/{prompts}/shards/{shard}.parquet"),
     wildcard_constraints:
         prompts=SHARDED_RE,
         shard=r"\d+",
@@ -155,12 +155,12 @@ rule patching_shard:
 rule gather_patching:
     input:
         table=lambda w: [
-            f"results/patching/{w.model}/{w.prompts}/shards/{k}.parquet"
+            res(f"patching/{w.model}/{w.prompts}/shards/{k}.parquet")
             for k in range(len(case_bounds(w.prompts)))
         ],
         code=lib("shards"),
     output:
-        table="results/patching/{model}/{prompts}.parquet",
+        table=res("patching/{model}/{prompts}.parquet"),
     wildcard_constraints:
         prompts=SHARDED_RE,
     params:
