@@ -25,6 +25,8 @@ include: "workflow/rules/patching.smk"
 include: "workflow/rules/attribution.smk"
 include: "workflow/rules/iterative.smk"
 include: "workflow/rules/visibility.smk"
+include: "workflow/rules/attribute.smk"
+include: "workflow/rules/patchscopes.smk"
 include: "workflow/rules/report.smk"
 
 

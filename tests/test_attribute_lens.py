@@ -10,10 +10,11 @@ from torch import nn
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.attribute import (
-    AttributeLens,
     RelationPrompt,
     estimate_lre,
     fit_attribute_lens,
+    load_attribute_lens,
+    save_attribute_lenses,
     subject_jacobian,
 )
 from lenslab.models.adapter import ModelAdapter
@@ -66,15 +67,17 @@ def test_lre_recovers_w_and_b_of_a_linear_relation() -> None:
     # The lens reproduces the model's last state (and so its logits) on any subject.
     lens = fit_attribute_lens(adapter, prompts, relation="linear")
     logits, resid = adapter.run_with_resid(torch.tensor([[7, 9, 60, 5, 11]]))
-    torch.testing.assert_close(lens.transform(resid[1, 0, 2], 1), resid[3, 0, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        lens.transform(resid[1, 0, 2], 1), resid[3, 0, -1], atol=1e-5, rtol=1e-5
+    )
     torch.testing.assert_close(lens.logits(resid[1, 0, 2], 1), logits[0, -1], atol=1e-4, rtol=1e-4)
 
 
 def _z_at(adapter: ModelAdapter, ids, pos: int, layer: int, h: torch.Tensor) -> torch.Tensor:
     states: list[torch.Tensor] = []
-    with torch.no_grad(), write_resid(adapter, {layer: (torch.zeros(1, dtype=torch.long), h[None])}, pos):
-        with adapter.record_resid(states):
-            adapter.forward(torch.tensor([ids]))
+    rows = {layer: (torch.zeros(1, dtype=torch.long), h[None])}
+    with torch.no_grad(), write_resid(adapter, rows, pos), adapter.record_resid(states):
+        adapter.forward(torch.tensor([ids]))
     return states[-1][0, -1]
 
 
@@ -102,10 +105,17 @@ def test_faithfulness_counts_only_correct_prompts(gpt2_adapter: ModelAdapter) ->
         preds = [int(gpt2_adapter.forward(torch.tensor([i]))[0, -1].argmax()) for i in ids]
     # Prompts 0 and 2 ask for the model's own answer, prompts 1 and 3 for another token.
     objects = [preds[0], (preds[1] + 1) % 96, preds[2], (preds[3] + 1) % 96]
-    prompts = [RelationPrompt(f"r.{n}", i, 1, o) for n, (i, o) in enumerate(zip(ids, objects))]
+    prompts = [
+        RelationPrompt(f"r.{n}", i, 1, o) for n, (i, o) in enumerate(zip(ids, objects, strict=True))
+    ]
     lens = fit_attribute_lens(gpt2_adapter, prompts[:2], relation="r")
     table = faithfulness(gpt2_adapter, lens, prompts)
-    assert table["model_correct"].groupby(table["prompt_id"]).first().tolist() == [True, False, True, False]
+    assert table["model_correct"].groupby(table["prompt_id"]).first().tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
     summary = faithfulness_summary(table)
     assert (summary["n_correct"] == 2).all() and (summary["n_prompts"] == 4).all()
     ok = table[table["model_correct"]].groupby("layer")["hit"].mean()
@@ -141,11 +151,13 @@ def test_attribute_lens_goes_through_the_lens_statistics(gpt2_adapter: ModelAdap
 def test_save_load_and_shape_errors(tmp_path, gpt2_adapter: ModelAdapter) -> None:
     prompts = [RelationPrompt(f"r.{s}", [7, s, 9], 1, 0) for s in (20, 31)]
     lens = fit_attribute_lens(gpt2_adapter, prompts, beta=1.5, relation="r")
-    lens.save(tmp_path / "r.safetensors")
-    back = AttributeLens.load(tmp_path / "r.safetensors", gpt2_adapter)
+    save_attribute_lenses([lens], tmp_path / "r.safetensors")
+    back = load_attribute_lens(tmp_path / "r.safetensors", gpt2_adapter, "r")
     assert back.beta == 1.5 and back.relation == "r" and torch.equal(back.weight, lens.weight)
     other = ModelAdapter(build_tiny("gpt2", n_embd=48), tiny_tokenizer())
     with pytest.raises(LensLabError, match="does not fit"):
-        AttributeLens.load(tmp_path / "r.safetensors", other)
+        load_attribute_lens(tmp_path / "r.safetensors", other, "r")
+    with pytest.raises(LensLabError, match="no attribute lens"):
+        load_attribute_lens(tmp_path / "r.safetensors", gpt2_adapter, "capital")
     with pytest.raises(LensLabError, match="leaves no prompts"):
         split(prompts, 2)

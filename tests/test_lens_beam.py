@@ -47,7 +47,9 @@ def test_beam_table_is_deterministic(gpt2_adapter) -> None:
     t2 = beam_table(lens, "p", IDS, [2, -1], width=3, depth=2)
     assert t1.equals(t2)
     assert len(t1) == 2 * (gpt2_adapter.n_layers + 1) * 3
-    assert (t1.groupby(["position", "layer"])["logprob"].apply(lambda s: s.is_monotonic_decreasing)).all()
+    assert (
+        t1.groupby(["position", "layer"])["logprob"].apply(lambda s: s.is_monotonic_decreasing)
+    ).all()
     with pytest.raises(LensLabError, match="outside the prompt"):
         lens_beam(lens, IDS, 1, position=10)
 

@@ -27,8 +27,11 @@ TARGET = [6, 20, 6, 8, 21, 8, 40]
 
 def test_identity_patch_reproduces_unpatched_run(tiny_adapter: ModelAdapter) -> None:
     """S = T, i = i*, l = l*, M = M*: writing a state over itself changes nothing, bit for bit."""
-    logits, resid = source_run(tiny_adapter, IDS)
+    _, resid = source_run(tiny_adapter, IDS)
     n = tiny_adapter.n_layers
+    # The unpatched run through the same call (only the last position unembedded).
+    with torch.no_grad():
+        logits = tiny_adapter.model(input_ids=torch.tensor([IDS]), logits_to_keep=1).logits[0]
     for pos in (2, len(IDS) - 1):
         for layer in range(n + 1):
             out = patched_logits(
@@ -63,7 +66,10 @@ def test_batched_equals_one_at_a_time(tiny_adapter: ModelAdapter) -> None:
     vecs = torch.stack([resid[layer, p] for layer in range(n + 1) for p in (1, 4, 7)])
     batched = patched_logits(tiny_adapter, TARGET, 3, layers, vecs, batch_size=5)
     single = torch.cat(
-        [patched_logits(tiny_adapter, TARGET, 3, [la], v[None]) for la, v in zip(layers, vecs)]
+        [
+            patched_logits(tiny_adapter, TARGET, 3, [la], v[None])
+            for la, v in zip(layers, vecs, strict=True)
+        ]
     )
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
@@ -83,9 +89,7 @@ def test_generation_is_deterministic_and_batched_like_single(gpt2_adapter) -> No
 def test_token_identity_table_and_lens_baseline(gpt2_adapter) -> None:
     """At l = l* = L the patchscope and the logit lens both give precision 1 by definition."""
     prompts = [SourcePrompt("a", IDS), SourcePrompt("b", TARGET[:5])]
-    table = token_identity(
-        gpt2_adapter, prompts, TARGET, lenses={"logit": LogitLens(gpt2_adapter)}
-    )
+    table = token_identity(gpt2_adapter, prompts, TARGET, lenses={"logit": LogitLens(gpt2_adapter)})
     n = gpt2_adapter.n_layers
     assert len(table) == 2 * (len(IDS) + 5) * (n + 1)
     prec = precision_by_layer(table).set_index(["method", "layer"])["precision"]
@@ -98,7 +102,10 @@ def test_cross_model_affine_map_recovers_a_known_map() -> None:
     held-out fit says so; a map between unrelated states fits poorly on held-out rows."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, generator=gen, dtype=torch.float64)
-    a, b = torch.randn(5, 8, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen, dtype=torch.float64)
+    a, b = (
+        torch.randn(5, 8, generator=gen, dtype=torch.float64),
+        torch.randn(5, generator=gen, dtype=torch.float64),
+    )
     fmap = fit_affine(x, x @ a.T + b)
     torch.testing.assert_close(fmap.weight, a)
     torch.testing.assert_close(fmap.bias, b)
@@ -122,7 +129,9 @@ def test_cross_model_patchscope_between_two_seeds() -> None:
     ys = torch.cat([source_run(tgt, t)[1][n] for t in texts])
     fmap, _, held = split_fit(xs, ys)
     assert fmap.weight.shape == (48, 32) and held > 0.0
-    table = token_identity(src, [SourcePrompt("p", IDS)], TARGET, target=tgt, pairs=[(n, n)], mapping=fmap)
+    table = token_identity(
+        src, [SourcePrompt("p", IDS)], TARGET, target=tgt, pairs=[(n, n)], mapping=fmap
+    )
     assert len(table) == len(IDS)
 
 

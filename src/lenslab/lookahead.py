@@ -13,6 +13,8 @@ summing the probabilities of every token that is a prefix of the word.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 import torch
@@ -20,6 +22,7 @@ from torch import Tensor
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
+from lenslab.prompts import encode_set
 
 BEAM_COLUMNS = ["prompt_id", "position", "layer", "rank", "tokens", "text", "logprob"]
 
@@ -62,7 +65,7 @@ def lens_beam(
         seqs = torch.cat([seqs[beam], tok[:, None]], dim=1)
         scores = total[best]
     n = prefix.shape[1]
-    return [(s[n:].tolist(), float(v)) for s, v in zip(seqs, scores)]
+    return [(s[n:].tolist(), float(v)) for s, v in zip(seqs, scores, strict=True)]
 
 
 def beam_table(
@@ -106,3 +109,27 @@ def prefix_token_ids(tokenizer, word: str, vocab_size: int | None = None) -> lis
 def prefix_prob(probs: Tensor, ids: Sequence[int]) -> Tensor:
     """Summed probability ``[...]`` of the tokens ``ids`` (Wendler et al.'s word probability)."""
     return probs[..., list(ids)].sum(-1)
+
+
+@dataclass(frozen=True)
+class BeamOptions:
+    """``study.figures.F16c.options``: which prompt and positions, beam width and depth. The
+    logit lens only (see F16b: the tuned lens is trained onto the output and hides look-ahead)."""
+
+    prompt: str | None = None  # prompt id (default: the first of the set)
+    positions: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
+    width: int = 5
+    depth: int = 3
+
+
+def run_beam(lens: Lens, prompt_set: Any, opts: BeamOptions, prepend_bos: bool | None = None):
+    """F16c table: the beams of one prompt at every layer and the chosen positions."""
+    prompts = encode_set(lens.adapter.tokenizer, prompt_set, prepend_bos)
+    chosen = [p for p in prompts if opts.prompt in (None, p.id)][:1]
+    if not chosen:
+        raise LensLabError(
+            f"prompt {opts.prompt!r} is not in the prompt set",
+            fix=f"use one of {[p.id for p in prompts]}",
+        )
+    p = chosen[0]
+    return beam_table(lens, p.id, p.input_ids, opts.positions, width=opts.width, depth=opts.depth)

@@ -8,6 +8,7 @@ prompts give ``subject`` and ``answer`` (the object, scored by its first token).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from math import sqrt
 from statistics import NormalDist
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 
 from lenslab.embedded import world
 from lenslab.errors import LensLabError
-from lenslab.lenses.attribute import AttributeLens, RelationPrompt
+from lenslab.lenses.attribute import AttributeLens, RelationPrompt, fit_attribute_lens
 from lenslab.models.adapter import ModelAdapter
 from lenslab.prompts import encode, subject_positions
 
@@ -145,3 +146,46 @@ def world_relation_prompts(
             out.append({"id": f"{rel}.{c.name.lower()}", "text": world.natural(prefix + text),
                         "subject": c.name, "answer": answer})  # fmt: skip
     return out
+
+
+@dataclass(frozen=True)
+class AttributeOptions:
+    """``study.figures.F9.options``: LRE prompts per relation, beta per relation (default 1),
+    the text and relation of the attribute-lens view."""
+
+    n_train: int = 5
+    beta: dict[str, float] = field(default_factory=dict)
+    view_text: str | None = None  # default: the first evaluation prompt of view_relation
+    view_relation: str | None = None  # default: the first relation of the set
+
+
+def run_attribute(
+    adapter: ModelAdapter, prompt_set: Any, opts: AttributeOptions, prepend_bos: bool | None = None,
+    progress: bool = False,
+) -> tuple[list[AttributeLens], pd.DataFrame, pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Fit one attribute lens per relation; (lenses, per-prompt faithfulness, summary, view)."""
+    groups = relation_prompts(adapter.tokenizer, prompt_set, prepend_bos)
+    unknown = sorted(set(opts.beta) - set(groups))
+    if unknown:
+        raise LensLabError(
+            f"beta given for relation(s) {unknown} that the prompt set does not have",
+            fix=f"use relations among {sorted(groups)}",
+        )
+    lenses, tables = [], []
+    for rel, prompts in groups.items():
+        train, evaluate = split(prompts, opts.n_train)
+        lens = fit_attribute_lens(adapter, train, opts.beta.get(rel, 1.0), rel, progress)
+        lenses.append(lens)
+        tables.append(faithfulness(adapter, lens, evaluate))
+    table = pd.concat(tables, ignore_index=True)
+    view_rel = opts.view_relation or next(iter(groups))
+    if view_rel not in groups:
+        raise LensLabError(f"view_relation {view_rel!r} is not in the prompt set",
+                           fix=f"use one of {sorted(groups)}")  # fmt: skip
+    lens = lenses[list(groups).index(view_rel)]
+    ids = (
+        encode(adapter.tokenizer, opts.view_text, prepend_bos)
+        if opts.view_text
+        else groups[view_rel][opts.n_train].ids
+    )
+    return lenses, table, faithfulness_summary(table), attribute_view(adapter, lens, ids)

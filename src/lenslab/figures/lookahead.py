@@ -114,3 +114,26 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
         )
     )
     return fig, caption
+
+
+def plot_beam(beams: pd.DataFrame, model: str, lens: str, width: int, depth: int) -> tuple[Figure, str]:
+    """F16c: the best beam continuation read from each layer (rows) at each position (columns)."""
+    from lenslab.figures.tables import clip, text_table  # text tables only for this view
+
+    top = beams[beams["rank"] == 0]
+    positions = sorted(top["position"].unique())
+    layers = sorted(top["layer"].unique())[::-1]
+    idx = top.set_index(["layer", "position"])
+    cells = [[clip(f"{idx.loc[(la, p), 'text']} ({idx.loc[(la, p), 'logprob']:.1f})") for p in positions]
+             for la in layers]  # fmt: skip
+    tokens = beams.drop_duplicates("position").set_index("position")
+    heads = [f"t = {p}" for p in positions]
+    fig = text_table(cells, [f"l = {x}" for x in layers], heads)
+    caption = (
+        f"Beam over the {lens} lens on {model}: from layer l at position t, the best of a beam of "
+        f"width {width} over continuations of {depth} tokens, every token scored by the lens at "
+        "layer l (the model runs on the beam's tokens; the reading stays at layer l); in "
+        "brackets the summed lens log-probability (nats). At the top layer it is ordinary beam "
+        f"search on the model. Prompt {tokens['prompt_id'].iloc[0]!r}."
+    )
+    return fig, caption

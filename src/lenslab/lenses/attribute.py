@@ -30,6 +30,9 @@ from lenslab.models.adapter import ModelAdapter
 from lenslab.patchscopes.core import write_resid
 
 
+JACOBIAN_CHUNK = 256  # output dimensions per batched backward pass
+
+
 @dataclass(frozen=True)
 class RelationPrompt:
     """One prompt of a relation: token ids, position of the last subject token, object id."""
@@ -44,7 +47,7 @@ def subject_jacobian(
     adapter: ModelAdapter, ids: Sequence[int], subject_pos: int, layer: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(h, z, J)``: ``h = resid[layer][subject_pos]``, ``z = resid[L][-1]`` and ``J = dz/dh``
-    ``[D, D]``, by one forward with ``h`` as a leaf and one backward per output dimension."""
+    ``[D, D]``, by one forward with ``h`` as a leaf and batched backward passes."""
     layer = adapter.check_layer(layer)
     x = torch.tensor([list(ids)], device=adapter.device)
     with torch.no_grad():
@@ -55,17 +58,37 @@ def subject_jacobian(
         eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
         jac = eye if subject_pos % len(ids) == len(ids) - 1 else torch.zeros_like(eye)
         return h.detach(), resid[-1, 0, -1], jac
-    out: list[Tensor] = []
     rows = torch.zeros(1, dtype=torch.long)
     with torch.enable_grad(), write_resid(adapter, {layer: (rows, h[None])}, subject_pos):
         states: list[Tensor] = []
         with adapter.record_resid(states):
             adapter.forward(x)
         z = states[-1][0, -1]
-        for d in range(z.shape[0]):
-            (g,) = torch.autograd.grad(z[d], h, retain_graph=True, allow_unused=True)
-            out.append(torch.zeros_like(h) if g is None else g)
-    return h.detach(), z.detach(), torch.stack(out)
+        out = _jacobian_rows(z, h)
+    return h.detach(), z.detach(), out
+
+
+def _jacobian_rows(z: Tensor, h: Tensor, chunk: int = JACOBIAN_CHUNK) -> Tensor:
+    """``dz/dh`` ``[D_z, D_h]``: backward passes batched over output dimensions (vmap), in
+    chunks to bound memory; one backward per row where an op does not support batching."""
+    rows = []
+    eye = torch.eye(z.shape[0], dtype=z.dtype, device=z.device)
+    for c0 in range(0, z.shape[0], chunk):
+        seeds = eye[c0 : c0 + chunk]
+        try:
+            (g,) = torch.autograd.grad(
+                z, h, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+        except RuntimeError:
+            g = torch.stack([_grad(z, h, s) for s in seeds])
+        # None: h does not reach z at all (its Jacobian block is zero).
+        rows.append(torch.zeros(len(seeds), *h.shape, dtype=h.dtype) if g is None else g)
+    return torch.cat(rows)
+
+
+def _grad(z: Tensor, h: Tensor, seed: Tensor) -> Tensor:
+    (g,) = torch.autograd.grad(z, h, seed, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(h) if g is None else g
 
 
 def estimate_lre(
@@ -122,22 +145,43 @@ class AttributeLens(Lens):
         w, b = self.weight[layer], self.bias[layer]
         return self.beta * (h.to(w.dtype) @ w.T) + b
 
-    def save(self, path: str | Path) -> None:
-        meta = {"beta": self.beta, "relation": self.relation, "n_prompts": self.n_prompts,
-                "model": self.adapter.name}  # fmt: skip
-        write_tensors({"weight": self.weight, "bias": self.bias}, path, meta)
 
-    @classmethod
-    def load(cls, path: str | Path, adapter: ModelAdapter, beta: float | None = None) -> AttributeLens:
-        tensors, meta = read_tensors(path)
-        return cls(
-            adapter,
-            tensors["weight"],
-            tensors["bias"],
-            meta.get("beta", 1.0) if beta is None else beta,
-            meta.get("relation", ""),
-            meta.get("n_prompts", 0),
+def save_attribute_lenses(lenses: Sequence[AttributeLens], path: str | Path) -> None:
+    """One safetensors file for several relations: ``<relation>.weight`` / ``.bias`` plus each
+    relation's beta and prompt count in the metadata."""
+    tensors, meta = {}, {}
+    for lens in lenses:
+        if not lens.relation or "." in lens.relation or lens.relation in meta:
+            raise LensLabError(
+                f"relation name {lens.relation!r} is empty, repeated or contains '.'",
+                fix="give every attribute lens its own relation name without dots",
+            )
+        tensors[f"{lens.relation}.weight"] = lens.weight
+        tensors[f"{lens.relation}.bias"] = lens.bias
+        meta[lens.relation] = {"beta": lens.beta, "n_prompts": lens.n_prompts}
+    write_tensors(tensors, path, {"relations": meta})
+
+
+def load_attribute_lens(
+    path: str | Path, adapter: ModelAdapter, relation: str, beta: float | None = None
+) -> AttributeLens:
+    """The attribute lens of ``relation`` from a file of :func:`save_attribute_lenses`."""
+    tensors, meta = read_tensors(path)
+    relations = meta.get("relations", {})
+    if relation not in relations:
+        raise LensLabError(
+            f"{path} holds no attribute lens for relation {relation!r}",
+            fix=f"use one of {sorted(relations)}",
         )
+    info = relations[relation]
+    return AttributeLens(
+        adapter,
+        tensors[f"{relation}.weight"],
+        tensors[f"{relation}.bias"],
+        info["beta"] if beta is None else beta,
+        relation,
+        info["n_prompts"],
+    )
 
 
 def fit_attribute_lens(

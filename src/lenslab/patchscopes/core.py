@@ -67,7 +67,10 @@ def write_resid(
             def pre(_mod, args, kwargs, rows=rows, vectors=vectors):
                 if args:
                     return (put(args[0], rows, vectors), *args[1:]), kwargs
-                return args, {**kwargs, "hidden_states": put(kwargs["hidden_states"], rows, vectors)}
+                return args, {
+                    **kwargs,
+                    "hidden_states": put(kwargs["hidden_states"], rows, vectors),
+                }
 
             handles.append(adapter.blocks[0].register_forward_pre_hook(pre, with_kwargs=True))
         else:
@@ -130,9 +133,21 @@ def patched_logits(
         sl = slice(c0, c0 + batch_size)
         rows = _group(layer_t[sl], vectors[sl])
         with write_resid(adapter, rows, position):
-            logits = adapter.forward(ids.expand(len(layer_t[sl]), -1))
-        out.append(logits[:, read_position].float())
+            logits = _logits_at(adapter, ids.expand(len(layer_t[sl]), -1), read_position)
+        out.append(logits.float())
     return torch.cat(out) if out else torch.empty(0, adapter.vocab_size)
+
+
+def _logits_at(adapter: ModelAdapter, ids: Tensor, position: int) -> Tensor:
+    """Logits ``[B, V]`` at one position. At the last position only that position is
+    unembedded (``logits_to_keep``), which dominates the cost of a short prompt with a large
+    vocabulary; models whose forward lacks the argument unembed every position."""
+    if position == ids.shape[1] - 1:
+        try:
+            return adapter.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
+        except TypeError:
+            pass
+    return adapter.forward(ids)[:, position]
 
 
 @torch.no_grad()

@@ -45,7 +45,9 @@ def layer_pairs(n_layers: int, cross: bool = False) -> list[tuple[int, int]]:
 
 
 def _decode(tokenizer, ids: Sequence[int]) -> list[str]:
-    return [tokenizer.decode([int(i)]) for i in ids] if tokenizer is not None else list(map(str, ids))
+    return (
+        [tokenizer.decode([int(i)]) for i in ids] if tokenizer is not None else list(map(str, ids))
+    )
 
 
 def _scores(logits: Tensor, want: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -154,7 +156,7 @@ def entity_resolution(
         gens = patched_generate(
             adapter, target_ids, target_position, layers, vectors, max_new_tokens, batch_size
         )
-        for layer, gen in zip(layers, gens):
+        for layer, gen in zip(layers, gens, strict=True):
             words = _until_stop(_decode(tok, gen))
             text = " ".join(w.strip() for w in words)
             resolved = bool(src.answer) and src.answer.strip() in {w.strip() for w in words}
