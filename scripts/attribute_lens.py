@@ -3,8 +3,8 @@
 from lenslab.io import write_parquet
 from lenslab.lenses.attribute import save_attribute_lenses
 from lenslab.models import load_model
-from lenslab.relations import AttributeOptions, run_attribute
 from lenslab.patchscopes.config import parse_options
+from lenslab.relations import AttributeOptions, run_attribute
 from lenslab.runtime import setup
 
 setup()

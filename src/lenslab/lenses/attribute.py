@@ -29,7 +29,6 @@ from lenslab.lenses.base import Lens
 from lenslab.models.adapter import ModelAdapter
 from lenslab.patchscopes.core import write_resid
 
-
 JACOBIAN_CHUNK = 256  # output dimensions per batched backward pass
 
 
