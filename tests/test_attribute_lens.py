@@ -159,5 +159,12 @@ def test_save_load_and_shape_errors(tmp_path, gpt2_adapter: ModelAdapter) -> Non
         load_attribute_lens(tmp_path / "r.safetensors", other, "r")
     with pytest.raises(LensLabError, match="no attribute lens"):
         load_attribute_lens(tmp_path / "r.safetensors", gpt2_adapter, "capital")
+    from lenslab.lenses.registry import build_lens
+
+    (tmp_path / "lre.safetensors").write_bytes((tmp_path / "r.safetensors").read_bytes())
+    via_registry = build_lens("attribute.r", gpt2_adapter, tmp_path)
+    assert torch.equal(via_registry.bias, lens.bias) and via_registry.beta == 1.5
+    with pytest.raises(LensLabError, match="needs its estimated"):
+        build_lens("attribute.r", gpt2_adapter)
     with pytest.raises(LensLabError, match="leaves no prompts"):
         split(prompts, 2)
