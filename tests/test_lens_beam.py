@@ -63,3 +63,18 @@ def test_prefix_tokens_and_summed_probability() -> None:
     torch.testing.assert_close(prefix_prob(probs, ids), torch.tensor([0.5, 0.0]))
     with pytest.raises(LensLabError, match="no token"):
         prefix_token_ids(tok, "zebra", vocab_size=84)
+
+
+def test_detour_table_sums_prefix_tokens(gpt2_adapter) -> None:
+    from lenslab.lookahead import detour_table
+
+    pset = {"prompts": [{"id": "p", "text": "w5 w9 w7", "answer": "w12", "targets": ["w3"]}]}
+    table = detour_table(LogitLens(gpt2_adapter), pset)
+    assert len(table) == (gpt2_adapter.n_layers + 1) * 2
+    with torch.no_grad():
+        probs = torch.softmax(gpt2_adapter.forward(torch.tensor([[9, 13, 11]]))[0, -1], -1)
+    tok = tiny_tokenizer()
+    w1, w12 = tok.convert_tokens_to_ids(["w1", "w12"])
+    last = table[(table["layer"] == gpt2_adapter.n_layers) & (table["role"] == "answer")].iloc[0]
+    assert last["n_prefix_tokens"] == 2
+    assert last["prob"] == pytest.approx(float(probs[w1] + probs[w12]), abs=1e-6)

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
-from lenslab.prompts import encode_set
+from lenslab.prompts import encode, encode_set
 
 BEAM_COLUMNS = ["prompt_id", "position", "layer", "rank", "tokens", "text", "logprob"]
 
@@ -133,3 +133,31 @@ def run_beam(lens: Lens, prompt_set: Any, opts: BeamOptions, prepend_bos: bool |
         )
     p = chosen[0]
     return beam_table(lens, p.id, p.input_ids, opts.positions, width=opts.width, depth=opts.depth)
+
+
+@torch.no_grad()
+def detour_table(lens: Lens, prompt_set: Any, prepend_bos: bool | None = None) -> pd.DataFrame:
+    """F16b with words of several tokens: per prompt and layer, the lens probability at the last
+    position of its answer and of each tracked word, each summed over every token that is a
+    prefix of the word (Wendler et al. 2024). Columns as the lens targets table's."""
+    adapter = lens.adapter
+    tok = adapter.tokenizer
+    rows = []
+    for p in _prompt_dicts(prompt_set):
+        ids = encode(tok, p["text"], prepend_bos)
+        _, resid = adapter.run_with_resid(torch.tensor([ids], device=adapter.device))
+        words = [(p["answer"], "answer")] if p.get("answer") else []
+        words += [(w, "target") for w in p.get("targets") or []]
+        prefixes = {w: prefix_token_ids(tok, w, adapter.vocab_size) for w, _ in words}
+        for layer in range(resid.shape[0]):
+            probs = torch.softmax(lens.logits(resid[layer, 0, -1], layer).float(), -1)
+            for word, role in words:
+                prob = float(prefix_prob(probs, prefixes[word]))
+                rows.append((p["id"], layer, len(ids) - 1, word, role, len(prefixes[word]), prob))
+    columns = ["prompt_id", "layer", "position", "target", "role", "n_prefix_tokens", "prob"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _prompt_dicts(prompt_set: Any) -> list[dict]:
+    items = prompt_set.get("prompts") if hasattr(prompt_set, "get") else prompt_set.prompts
+    return [dict(q) for q in items]

@@ -16,9 +16,26 @@ rule figure_F16:
         "../../scripts/figure_lookahead.py"
 
 
+# F16b table: the logit lens's probability of each tracked word at the last position, summed
+# over the word's prefix tokens (Wendler et al. 2024), so words of several tokens count.
+rule detour:
+    input:
+        unpack(model_input),
+        code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
+    output:
+        table="results/lookahead/{model}/{prompts}.detour.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+    threads: 2
+    script:
+        "../../scripts/detour.py"
+
+
 rule figure_F16b:
     input:
-        targets=lambda w: lens_files(w.model, w.prompts, ["logit"], "targets.parquet")[0],
+        targets=rules.detour.output.table,
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
         png="results/figures/F16b_{model}_{prompts}.png",

@@ -91,7 +91,11 @@ def detour_curves(targets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["layer", "role", "prob", "ci_low", "ci_high", "n"])
 
 
-def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
+def plot_detour(
+    targets: pd.DataFrame, model: str, prefix_summed: bool = False
+) -> tuple[Figure, str]:
+    """``prefix_summed``: the table's probabilities are sums over the tokens that are prefixes
+    of each word (Wendler et al.), so words of several tokens count too."""
     curves = detour_curves(targets)
     names = {"answer": "answer (target-language word)", "other": "other word (same concept)"}
     fig = _layer_curves(
@@ -107,6 +111,12 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
         "CI). The tuned lens is not used here on purpose: it is trained to map every layer onto "
         "the final output, so it would hide a detour. "
         + (
+            "A word's probability is the sum over every token that is a prefix of it (Wendler "
+            "et al. 2024), so words of several tokens count. "
+            if prefix_summed
+            else ""
+        )
+        + (
             f"The other word leads at layers {', '.join(str(int(x)) for x in detour.index)} "
             f"(peak {other.max():.2f} at layer {int(other.idxmax())})."
             if len(detour)
@@ -116,7 +126,9 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
     return fig, caption
 
 
-def plot_beam(beams: pd.DataFrame, model: str, lens: str, width: int, depth: int) -> tuple[Figure, str]:
+def plot_beam(
+    beams: pd.DataFrame, model: str, lens: str, width: int, depth: int
+) -> tuple[Figure, str]:
     """F16c: the best beam continuation read from each layer (rows) at each position (columns)."""
     from lenslab.figures.tables import clip, text_table  # text tables only for this view
 
