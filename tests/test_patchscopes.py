@@ -13,6 +13,7 @@ from lenslab.models.tiny import build_tiny, tiny_tokenizer
 from lenslab.patchscopes import (
     SourcePrompt,
     fit_affine,
+    fit_cross_model,
     patched_generate,
     patched_logits,
     precision_by_layer,
@@ -125,10 +126,12 @@ def test_cross_model_patchscope_between_two_seeds() -> None:
     gen = torch.Generator().manual_seed(0)
     texts = torch.randint(4, 84, (30, 12), generator=gen).tolist()
     n = src.n_layers
-    xs = torch.cat([source_run(src, t)[1][n] for t in texts])
-    ys = torch.cat([source_run(tgt, t)[1][n] for t in texts])
-    fmap, _, held = split_fit(xs, ys)
-    assert fmap.weight.shape == (48, 32) and held > 0.0
+    maps = fit_cross_model(src, tgt, texts, [(n, n), (1, 1)])
+    fmap, train_r2, held = maps[(n, n)]
+    assert fmap.weight.shape == (48, 32) and 0.0 < held <= train_r2 <= 1.0
+    # Model a's states mapped into itself: the fit is exact.
+    _, _, self_held = fit_cross_model(src, src, texts, [(2, 2)])[(2, 2)]
+    assert self_held > 0.999
     table = token_identity(
         src, [SourcePrompt("p", IDS)], TARGET, target=tgt, pairs=[(n, n)], mapping=fmap
     )

@@ -69,3 +69,27 @@ def split_fit(
     test, train = order[:n_test], order[n_test:]
     fmap = fit_affine(x[train], y[train], ridge)
     return fmap, r_squared(fmap(x[train]), y[train]), r_squared(fmap(x[test]), y[test])
+
+
+@torch.no_grad()
+def paired_states(
+    source, target, texts: list[list[int]], layer: int, target_layer: int
+) -> tuple[Tensor, Tensor]:
+    """``resid[layer]`` of ``source`` and ``resid[target_layer]`` of ``target`` at every
+    position of every token list (both models read the same ids): ``[N, D_src]``, ``[N, D_tgt]``."""
+    xs, ys = [], []
+    for ids in texts:
+        x = torch.tensor([ids])
+        xs.append(source.run_with_resid(x.to(source.device))[1][layer, 0].cpu())
+        ys.append(target.run_with_resid(x.to(target.device))[1][target_layer, 0].cpu())
+    return torch.cat(xs), torch.cat(ys)
+
+
+def fit_cross_model(
+    source, target, texts: list[list[int]], pairs: list[tuple[int, int]], **kwargs
+) -> dict[tuple[int, int], tuple[AffineMap, float, float]]:
+    """One affine map per (source layer, target layer) pair, with train and held-out R^2
+    (``kwargs`` go to :func:`split_fit`)."""
+    return {
+        (a, b): split_fit(*paired_states(source, target, texts, a, b), **kwargs) for a, b in pairs
+    }
