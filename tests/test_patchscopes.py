@@ -36,9 +36,12 @@ def test_identity_patch_reproduces_unpatched_run(tiny_adapter: ModelAdapter) -> 
     for pos in (2, len(IDS) - 1):
         for layer in range(n + 1):
             out = patched_logits(
-                tiny_adapter, IDS, pos, [layer], resid[layer, pos][None], read_position=-1
+                tiny_adapter, IDS, pos, [layer], resid[layer, pos][None], reuse_prefix=False
             )
             assert torch.equal(out[0], logits[-1].float()), (layer, pos)
+            # Sharing the unpatched prefix's key/value cache: equal to float tolerance.
+            cached = patched_logits(tiny_adapter, IDS, pos, [layer], resid[layer, pos][None])
+            torch.testing.assert_close(cached[0], logits[-1].float(), atol=1e-5, rtol=1e-5)
 
 
 def test_patch_changes_the_run(tiny_adapter: ModelAdapter) -> None:
@@ -68,7 +71,7 @@ def test_batched_equals_one_at_a_time(tiny_adapter: ModelAdapter) -> None:
     batched = patched_logits(tiny_adapter, TARGET, 3, layers, vecs, batch_size=5)
     single = torch.cat(
         [
-            patched_logits(tiny_adapter, TARGET, 3, [la], v[None])
+            patched_logits(tiny_adapter, TARGET, 3, [la], v[None], reuse_prefix=False)
             for la, v in zip(layers, vecs, strict=True)
         ]
     )

@@ -17,6 +17,7 @@ target layers (chunked by ``batch_size`` rows to bound memory).
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -119,23 +120,58 @@ def patched_logits(
     vectors: Tensor,
     read_position: int = -1,
     batch_size: int = 64,
+    reuse_prefix: bool = True,
 ) -> Tensor:
     """Logits ``[N, V]`` at ``read_position`` of the target prompt, one row per patch: row ``n``
     writes ``vectors[n]`` over ``resid[layers[n]]`` at ``position``. One forward per chunk of
-    ``batch_size`` rows, whatever the mix of layers."""
+    ``batch_size`` rows, whatever the mix of layers.
+
+    ``reuse_prefix``: the tokens before ``position`` are the same in every row and a patch
+    cannot reach them (causal attention), so they run once and their key/value cache is shared;
+    each row then runs only from ``position`` on. Equal to the full forward to float tolerance
+    (``False``: full forwards, bit for bit the model's own computation)."""
     n_tok = len(target_ids)
     position = check_position(position, n_tok, "target")
     read_position = check_position(read_position, n_tok, "read")
+    if read_position < position:
+        raise LensLabError(
+            f"read position {read_position} comes before the patched position {position}",
+            fix="read at or after the patched position (a patch cannot reach earlier tokens)",
+        )
     layer_t = _check_rows(adapter, layers, vectors)
     ids = torch.tensor([list(target_ids)], device=adapter.device)
+    prefix = _prefix_cache(adapter, ids, position) if reuse_prefix else None
+    start = position if prefix is not None else 0
     out = []
     for c0 in range(0, len(layers), batch_size):
         sl = slice(c0, c0 + batch_size)
+        n = len(layer_t[sl])
         rows = _group(layer_t[sl], vectors[sl])
-        with write_resid(adapter, rows, position):
-            logits = _logits_at(adapter, ids.expand(len(layer_t[sl]), -1), read_position)
+        batch = ids[:, start:].expand(n, -1)
+        with write_resid(adapter, rows, position - start):
+            if prefix is None:
+                logits = _logits_at(adapter, batch, read_position)
+            else:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(n)
+                logits = adapter.model(input_ids=batch, cache=cache, use_cache=True)
+                logits = logits.logits[:, read_position - start]
         out.append(logits.float())
     return torch.cat(out) if out else torch.empty(0, adapter.vocab_size)
+
+
+def _prefix_cache(adapter: ModelAdapter, ids: Tensor, position: int):
+    """The key/value cache of the tokens before ``position``, or None where there are none or
+    the model does not return a cache that can be repeated over a batch."""
+    if position == 0:
+        return None
+    try:
+        out = adapter.model(input_ids=ids[:, :position], use_cache=True)
+    except (TypeError, ValueError):
+        return None
+    # transformers 5 names the cache `cache` (earlier versions: `past_key_values`).
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return cache if hasattr(cache, "batch_repeat_interleave") else None
 
 
 def _logits_at(adapter: ModelAdapter, ids: Tensor, position: int) -> Tensor:
