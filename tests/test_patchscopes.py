@@ -21,6 +21,7 @@ from lenslab.patchscopes import (
     split_fit,
     token_identity,
 )
+from lenslab.patchscopes.core import _prefix_cache
 
 IDS = [5, 9, 12, 7, 30, 18, 44, 11]
 TARGET = [6, 20, 6, 8, 21, 8, 40]
@@ -30,6 +31,8 @@ def test_identity_patch_reproduces_unpatched_run(tiny_adapter: ModelAdapter) -> 
     """S = T, i = i*, l = l*, M = M*: writing a state over itself changes nothing, bit for bit."""
     _, resid = source_run(tiny_adapter, IDS)
     n = tiny_adapter.n_layers
+    # Every architecture shares the prefix's cache (no silent fallback to full forwards).
+    assert _prefix_cache(tiny_adapter, torch.tensor([IDS]), 2) is not None
     # The unpatched run through the same call (only the last position unembedded).
     with torch.no_grad():
         logits = tiny_adapter.model(input_ids=torch.tensor([IDS]), logits_to_keep=1).logits[0]
