@@ -8,5 +8,5 @@ from lenslab.joblog import start_log
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
 model = snakemake.wildcards.model
-fig, caption = plot_detour(read_parquet(snakemake.input.targets), model)
+fig, caption = plot_detour(read_parquet(snakemake.input.targets), model, prefix_summed=True)
 save_figure(fig, snakemake.output.png, "detour", caption, data=[snakemake.input.targets])

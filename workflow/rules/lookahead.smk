@@ -16,9 +16,26 @@ rule figure_F16:
         "../../scripts/figure_lookahead.py"
 
 
+# F16b table: the logit lens's probability of each tracked word at the last position, summed
+# over the word's prefix tokens (Wendler et al. 2024), so words of several tokens count.
+rule detour:
+    input:
+        unpack(model_input),
+        code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
+    output:
+        table="results/lookahead/{model}/{prompts}.detour.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+    threads: 2
+    script:
+        "../../scripts/detour.py"
+
+
 rule figure_F16b:
     input:
-        targets=lambda w: lens_files(w.model, w.prompts, ["logit"], "targets.parquet")[0],
+        targets=rules.detour.output.table,
         code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
         png=report(res("figures/F16b_{model}_{prompts}.png"), caption="../report/F16b.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16b", "model": "{model}", "prompts": "{prompts}"}),
@@ -30,3 +47,37 @@ rule figure_F16b:
 
 register_figure("F16", lambda m, p: figure_files("F16", m, p))
 register_figure("F16b", lambda m, p: figure_files("F16b", m, p))
+
+
+# F16c: a beam over the logit lens from each layer reads multi-token continuations (seed 004).
+rule lens_beam:
+    input:
+        unpack(model_input),
+        code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
+    output:
+        table="results/lookahead/{model}/{prompts}.beam.parquet",
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        prompts=lambda w: prompts_cfg(w.prompts),
+        options=lambda w: figure_options("F16c"),
+    threads: 2
+    script:
+        "../../scripts/lens_beam.py"
+
+
+rule figure_F16c:
+    input:
+        table=rules.lens_beam.output.table,
+        code=lib("figures/lookahead", "figures/tables", "figures/save"),
+    output:
+        png="results/figures/F16c_{model}_{prompts}.png",
+        svg="results/figures/F16c_{model}_{prompts}.svg",
+        caption="results/figures/F16c_{model}_{prompts}.json",
+    params:
+        options=lambda w: figure_options("F16c"),
+    script:
+        "../../scripts/figure_beam.py"
+
+
+register_figure("F16c", lambda m, p: figure_files("F16c", m, p))

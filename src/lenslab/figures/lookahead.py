@@ -91,7 +91,11 @@ def detour_curves(targets: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["layer", "role", "prob", "ci_low", "ci_high", "n"])
 
 
-def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
+def plot_detour(
+    targets: pd.DataFrame, model: str, prefix_summed: bool = False
+) -> tuple[Figure, str]:
+    """``prefix_summed``: the table's probabilities are sums over the tokens that are prefixes
+    of each word (Wendler et al.), so words of several tokens count too."""
     curves = detour_curves(targets)
     names = {"answer": "answer (target-language word)", "other": "other word (same concept)"}
     fig = _layer_curves(
@@ -107,10 +111,41 @@ def plot_detour(targets: pd.DataFrame, model: str) -> tuple[Figure, str]:
         "CI). The tuned lens is not used here on purpose: it is trained to map every layer onto "
         "the final output, so it would hide a detour. "
         + (
+            "A word's probability is the sum over every token that is a prefix of it (Wendler "
+            "et al. 2024), so words of several tokens count. "
+            if prefix_summed
+            else ""
+        )
+        + (
             f"The other word leads at layers {', '.join(str(int(x)) for x in detour.index)} "
             f"(peak {other.max():.2f} at layer {int(other.idxmax())})."
             if len(detour)
             else f"The other word never leads with probability 0.01 or more (peak {other.max():.2f})."
         )
+    )
+    return fig, caption
+
+
+def plot_beam(
+    beams: pd.DataFrame, model: str, lens: str, width: int, depth: int
+) -> tuple[Figure, str]:
+    """F16c: the best beam continuation read from each layer (rows) at each position (columns)."""
+    from lenslab.figures.tables import clip, text_table  # text tables only for this view
+
+    top = beams[beams["rank"] == 0]
+    positions = sorted(top["position"].unique())
+    layers = sorted(top["layer"].unique())[::-1]
+    idx = top.set_index(["layer", "position"])
+    cells = [[clip(f"{idx.loc[(la, p), 'text']} ({idx.loc[(la, p), 'logprob']:.1f})") for p in positions]
+             for la in layers]  # fmt: skip
+    tokens = beams.drop_duplicates("position").set_index("position")
+    heads = [f"t = {p}" for p in positions]
+    fig = text_table(cells, [f"l = {x}" for x in layers], heads)
+    caption = (
+        f"Beam over the {lens} lens on {model}: from layer l at position t, the best of a beam of "
+        f"width {width} over continuations of {depth} tokens, every token scored by the lens at "
+        "layer l (the model runs on the beam's tokens; the reading stays at layer l); in "
+        "brackets the summed lens log-probability (nats). At the top layer it is ordinary beam "
+        f"search on the model. Prompt {tokens['prompt_id'].iloc[0]!r}."
     )
     return fig, caption

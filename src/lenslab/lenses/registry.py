@@ -23,6 +23,8 @@ CAPTIONS = {
 
 def lens_caption(name: str) -> str:
     """One line for captions describing the lens called ``name``."""
+    if name.startswith("attribute."):
+        return f"attribute lens of relation {name[10:]} (an LRE per layer, Hernandez et al. 2024)"
     return CAPTIONS.get(name, f"{name} lens")
 
 
@@ -41,4 +43,17 @@ def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = N
         from lenslab.lenses.tuned import TunedLens  # lazy: only tuned-lens runs import it
 
         return TunedLens.load(lens_dir, adapter)
-    raise LensLabError(f"unknown lens {name!r}", fix=f"use one of {list(LENS_NAMES)}")
+    if name.startswith("attribute."):
+        if lens_dir is None:
+            raise LensLabError(
+                f"the {name} lens needs its estimated LREs",
+                fix="pass lens_dir (the directory with lre.safetensors, e.g. "
+                "results/attribute/<model>/<prompts>)",
+            )
+        from lenslab.lenses.attribute import load_attribute_lens  # lazy, like the tuned lens
+
+        return load_attribute_lens(Path(lens_dir) / "lre.safetensors", adapter, name[10:])
+    raise LensLabError(
+        f"unknown lens {name!r}",
+        fix=f"use one of {list(LENS_NAMES)} or attribute.<relation>",
+    )

@@ -1,0 +1,15 @@
+"""Rule figure_F9: attribute lens faithfulness per layer and the lens over a text."""
+
+from lenslab.figures.attribute import plot_attribute
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+from lenslab.patchscopes.config import parse_options
+from lenslab.relations import AttributeOptions
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+opts = parse_options(AttributeOptions, snakemake.params.options)
+summary = read_parquet(snakemake.input.summary)
+view = read_parquet(snakemake.input.view)
+relation = opts.view_relation or sorted(summary["relation"].unique())[0]
+fig, caption = plot_attribute(summary, view, model, opts.beta, relation, opts.n_train)
+save_figure(fig, snakemake.output.png, f"F9 attribute lens, {model}, {prompts}", caption)

@@ -1,0 +1,16 @@
+"""Rule figure_F16c: the best beam continuation read from each layer."""
+
+from lenslab.figures.lookahead import plot_beam
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+from lenslab.lookahead import BeamOptions
+from lenslab.patchscopes.config import parse_options
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+opts = parse_options(BeamOptions, snakemake.params.options)
+fig, caption = plot_beam(
+    read_parquet(snakemake.input.table), model, "logit", opts.width, opts.depth
+)
+save_figure(
+    fig, snakemake.output.png, f"F16c beam over the logit lens, {model}, {prompts}", caption
+)

@@ -1,0 +1,19 @@
+"""Rules figure_F11 / figure_F12: token identity vs lenses; entity resolution table."""
+
+from lenslab.figures.patchscopes import plot_entities, plot_token_identity
+from lenslab.figures.save import save_figure
+from lenslab.io import read_parquet
+from lenslab.patchscopes.config import EntityOptions, IdentityOptions, parse_options
+
+model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
+fid = snakemake.params.fid
+table = read_parquet(snakemake.input.table)
+if fid == "F11":
+    opts = parse_options(IdentityOptions, snakemake.params.options)
+    fig, caption = plot_token_identity(table, model, opts.target)
+    title = f"F11 token-identity patchscope vs lenses, {model}, {prompts}"
+else:
+    opts = parse_options(EntityOptions, snakemake.params.options)
+    fig, caption = plot_entities(table, model, opts.target)
+    title = f"F12 entity resolution by patchscope, {model}, {prompts}"
+save_figure(fig, snakemake.output.png, title, caption)

@@ -1,0 +1,15 @@
+"""Rule lens_beam (F16c table): beams over the logit lens from every layer."""
+
+from lenslab.io import write_parquet
+from lenslab.lenses.logit import LogitLens
+from lenslab.lookahead import BeamOptions, run_beam
+from lenslab.models import load_model
+from lenslab.patchscopes.config import parse_options
+from lenslab.runtime import setup
+
+setup()
+params = snakemake.params
+opts = parse_options(BeamOptions, params.options)
+adapter = load_model(params.model, params.model_path)
+table = run_beam(LogitLens(adapter), params.prompts, opts, params.model.get("prepend_bos"))
+write_parquet(table, snakemake.output.table)

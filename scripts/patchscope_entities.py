@@ -1,0 +1,13 @@
+"""Rule patchscope_entities (F12 table): entity resolution by greedy patched generation."""
+
+from lenslab.io import write_parquet
+from lenslab.models import load_model
+from lenslab.patchscopes.config import EntityOptions, parse_options, run_entities
+from lenslab.runtime import setup
+
+setup()
+params = snakemake.params
+opts = parse_options(EntityOptions, params.options)
+adapter = load_model(params.model, params.model_path)
+table = run_entities(adapter, params.prompts, opts, params.model.get("prepend_bos"))
+write_parquet(table, snakemake.output.table)

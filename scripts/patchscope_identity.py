@@ -1,0 +1,19 @@
+"""Rule patchscope_identity (F11 table): token-identity patchscope vs lenses on one prompt set."""
+
+from pathlib import Path
+
+from lenslab.io import write_parquet
+from lenslab.lenses.registry import build_lens
+from lenslab.models import load_model
+from lenslab.patchscopes.config import IdentityOptions, parse_options, run_identity
+from lenslab.runtime import setup
+
+setup()
+params = snakemake.params
+opts = parse_options(IdentityOptions, params.options)
+adapter = load_model(params.model, params.model_path)
+tuned = getattr(snakemake.input, "tuned", None)
+lens_dir = Path(tuned).parent if tuned else None
+lenses = {name: build_lens(name, adapter, lens_dir) for name in params.lenses}
+table = run_identity(adapter, params.prompts, opts, lenses, params.model.get("prepend_bos"))
+write_parquet(table, snakemake.output.table)
