@@ -3,8 +3,8 @@
 from lenslab.figures.dla import plot_dla
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
-from lenslab.skipped import save_skipped_figure, skipped
 from lenslab.joblog import start_log
+from lenslab.skipped import save_skipped_figure, skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

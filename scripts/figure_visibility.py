@@ -4,8 +4,8 @@ from lenslab.figures.interactive import visibility_view
 from lenslab.figures.save import save_figure
 from lenslab.figures.visibility import plot_visibility, query_cell
 from lenslab.io import read_parquet
-from lenslab.skipped import save_skipped_figure, skipped
 from lenslab.joblog import start_log
+from lenslab.skipped import save_skipped_figure, skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
