@@ -49,7 +49,8 @@ def linear_model(a: torch.Tensor, offset: int) -> ModelAdapter:
     model.transformer.h[0] = Identity()
     model.transformer.h[1] = LinearRelation(a, offset)
     model.transformer.h[2] = Identity()
-    return ModelAdapter(model, tiny_tokenizer(), name="linear")
+    # Its blocks have no sublayers: a map with none (the adapter checks every path it is given).
+    return ModelAdapter(model, tiny_tokenizer(), arch={"attn": "", "mlp": ""}, name="linear")
 
 
 def test_lre_recovers_w_and_b_of_a_linear_relation() -> None:
