@@ -313,7 +313,7 @@ def test_sweep_cells_count() -> None:
 # -- bad input -----------------------------------------------------------------------------
 def test_bad_input_errors(gpt2: ModelAdapter) -> None:
     unequal = {**PROMPT_SET, "pairs": [{"clean": "a", "corrupt": "c"}]}
-    with pytest.raises(LensLabError, match="do not align"):
+    with pytest.raises(LensLabError, match="F13 patching needs pairs of equal token counts"):
         pair_cases(gpt2.tokenizer, unequal)
     with pytest.raises(LensLabError, match="no `pairs:`"):
         pair_cases(gpt2.tokenizer, {**PROMPT_SET, "pairs": []})
