@@ -67,3 +67,32 @@ def test_patchscope_and_beam_glue_on_a_tiny_model(gpt2_adapter) -> None:
         parse_options(IdentityOptions, {"taget": "x"})
     with pytest.raises(LensLabError, match="not in the prompt set"):
         run_beam(LogitLens(gpt2_adapter), pset, BeamOptions(prompt="zz"))
+
+
+def test_figures_draw_from_the_tables(gpt2_adapter, tmp_path) -> None:
+    """F9, F11, F12 and F16c draw from their tables and state their conventions."""
+    from lenslab.figures.attribute import plot_attribute
+    from lenslab.figures.lookahead import plot_beam
+    from lenslab.figures.patchscopes import plot_entities, plot_token_identity
+    from lenslab.figures.save import save_figure
+
+    pset = _set([{"id": "a", "text": "w1 w2 w3 w4", "subject": "w3", "answer": "w7"}])
+    lenses = {"logit": LogitLens(gpt2_adapter)}
+    ident = run_identity(gpt2_adapter, pset, IdentityOptions(target="w9 w9 w8"), lenses)
+    fig, caption = plot_token_identity(ident, "tiny", "w9 w9 w8")
+    assert "precision@1" in caption and "final norm" in caption
+    save_figure(fig, tmp_path / "F11.png", "F11", caption)
+    ents = run_entities(gpt2_adapter, pset, EntityOptions(target="w9 w10", max_new_tokens=2))
+    fig, caption = plot_entities(ents, "tiny", "w9 w10")
+    assert "l* = l" in caption
+    save_figure(fig, tmp_path / "F12.png", "F12", caption)
+    rel = [{"id": f"r.{i}", "text": f"w1 w{i} w2", "subject": f"w{i}", "answer": "w5"}
+           for i in range(3, 9)]  # fmt: skip
+    _, _, summary, view = run_attribute(gpt2_adapter, _set(rel), AttributeOptions())
+    fig, caption = plot_attribute(summary, view, "tiny", {}, "r", 5)
+    assert "Wilson" in caption and "final norm" in caption
+    save_figure(fig, tmp_path / "F9.png", "F9", caption)
+    beams = run_beam(LogitLens(gpt2_adapter), pset, BeamOptions(positions=[-1], depth=2))
+    fig, caption = plot_beam(beams, "tiny", "logit", 5, 2)
+    save_figure(fig, tmp_path / "F16c.png", "F16c", caption)
+    assert (tmp_path / "F16c.svg").exists() and (tmp_path / "F9.json").exists()

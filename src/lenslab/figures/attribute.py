@@ -45,7 +45,8 @@ def plot_attribute(
     ax2.set_ylabel("layer k")
     ax2.set_title(f"attribute lens ({view_relation}): top-1 per (layer, position)", fontsize=9)
     fig.tight_layout()
-    best = summary.loc[summary.groupby("relation")["recall"].idxmax()]
+    scored = summary.dropna(subset=["recall"])  # NaN: no prompt answered correctly
+    best = scored.loc[scored.groupby("relation")["recall"].idxmax()] if len(scored) else scored
     n_correct = summary.groupby("relation")["n_correct"].max()
     caption = (
         f"Attribute lens on {model}. Left: faithfulness of the linear relational embedding "
