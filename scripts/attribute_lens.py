@@ -1,11 +1,14 @@
 """Rule attribute_lens (F9 tables): one LRE per relation and layer, faithfulness, view."""
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.lenses.attribute import save_attribute_lenses
 from lenslab.models import load_model
 from lenslab.patchscopes.config import parse_options
 from lenslab.relations import AttributeOptions, run_attribute
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

@@ -3,14 +3,16 @@
 from lenslab.figures.lookahead import plot_beam
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
+from lenslab.joblog import start_log
 from lenslab.lookahead import BeamOptions
 from lenslab.patchscopes.config import parse_options
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 model, prompts = snakemake.wildcards.model, snakemake.wildcards.prompts
 opts = parse_options(BeamOptions, snakemake.params.options)
 fig, caption = plot_beam(
     read_parquet(snakemake.input.table), model, "logit", opts.width, opts.depth
 )
-save_figure(
-    fig, snakemake.output.png, f"F16c beam over the logit lens, {model}, {prompts}", caption
-)
+data = [snakemake.input.table]
+save_figure(fig, snakemake.output.png, "beam over the logit lens", caption, data=data)

@@ -1,11 +1,14 @@
 """Rule lens_beam (F16c table): beams over the logit lens from every layer."""
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.lenses.logit import LogitLens
 from lenslab.lookahead import BeamOptions, run_beam
 from lenslab.models import load_model
 from lenslab.patchscopes.config import parse_options
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

@@ -1,9 +1,12 @@
 """Rule patchscope_entities (F12 table): entity resolution by greedy patched generation."""
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.models import load_model
 from lenslab.patchscopes.config import EntityOptions, parse_options, run_entities
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

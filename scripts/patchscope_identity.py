@@ -3,10 +3,13 @@
 from pathlib import Path
 
 from lenslab.io import write_parquet
+from lenslab.joblog import start_log
 from lenslab.lenses.registry import build_lens
 from lenslab.models import load_model
 from lenslab.patchscopes.config import IdentityOptions, parse_options, run_identity
 from lenslab.runtime import setup
+
+start_log(snakemake)  # everything this job prints goes to its rule's log
 
 setup()
 params = snakemake.params

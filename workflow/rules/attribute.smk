@@ -4,7 +4,7 @@
 # faithfulness.parquet (per prompt and layer), summary.parquet (per relation and layer, with
 # Wilson intervals), view.parquet (the lens over one text).
 
-ATTRIBUTE = "results/attribute/{model}/{prompts}"
+ATTRIBUTE = res("attribute/{model}/{prompts}")
 
 
 rule attribute_lens:
@@ -32,9 +32,9 @@ rule figure_F9:
         view=rules.attribute_lens.output.view,
         code=lib("figures/attribute", "figures/tables", "figures/save"),
     output:
-        png="results/figures/F9_{model}_{prompts}.png",
-        svg="results/figures/F9_{model}_{prompts}.svg",
-        caption="results/figures/F9_{model}_{prompts}.json",
+        png=res("figures/F9_{model}_{prompts}.png"),
+        svg=res("figures/F9_{model}_{prompts}.svg"),
+        caption=res("figures/F9_{model}_{prompts}.json"),
     params:
         options=lambda w: figure_options("F9"),
     script:

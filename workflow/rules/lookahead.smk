@@ -23,7 +23,7 @@ rule detour:
         unpack(model_input),
         code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
     output:
-        table="results/lookahead/{model}/{prompts}.detour.parquet",
+        table=res("lookahead/{model}/{prompts}.detour.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -55,7 +55,7 @@ rule lens_beam:
         unpack(model_input),
         code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
     output:
-        table="results/lookahead/{model}/{prompts}.beam.parquet",
+        table=res("lookahead/{model}/{prompts}.beam.parquet"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
@@ -71,9 +71,9 @@ rule figure_F16c:
         table=rules.lens_beam.output.table,
         code=lib("figures/lookahead", "figures/tables", "figures/save"),
     output:
-        png="results/figures/F16c_{model}_{prompts}.png",
-        svg="results/figures/F16c_{model}_{prompts}.svg",
-        caption="results/figures/F16c_{model}_{prompts}.json",
+        png=res("figures/F16c_{model}_{prompts}.png"),
+        svg=res("figures/F16c_{model}_{prompts}.svg"),
+        caption=res("figures/F16c_{model}_{prompts}.json"),
     params:
         options=lambda w: figure_options("F16c"),
     script:

@@ -3,7 +3,7 @@
 # Tables: results/patchscopes/{model}/{prompts}/identity.parquet (one row per source cell,
 # target layer and method) and entities.parquet (one row per source and layer).
 
-PATCHSCOPES = "results/patchscopes/{model}/{prompts}"
+PATCHSCOPES = res("patchscopes/{model}/{prompts}")
 
 
 def identity_lenses():
@@ -14,7 +14,7 @@ def identity_lenses():
 def identity_inputs(wildcards):
     inputs = model_input(wildcards)
     if "tuned" in identity_lenses():
-        inputs["tuned"] = f"results/tuned_lens/{wildcards.model}/params.pt"
+        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
     return inputs
 
 
@@ -56,9 +56,9 @@ rule figure_F11:
         table=rules.patchscope_identity.output.table,
         code=lib("figures/patchscopes", "figures/tables", "figures/save", "lenses/registry"),
     output:
-        png="results/figures/F11_{model}_{prompts}.png",
-        svg="results/figures/F11_{model}_{prompts}.svg",
-        caption="results/figures/F11_{model}_{prompts}.json",
+        png=res("figures/F11_{model}_{prompts}.png"),
+        svg=res("figures/F11_{model}_{prompts}.svg"),
+        caption=res("figures/F11_{model}_{prompts}.json"),
     params:
         fid="F11",
         options=lambda w: figure_options("F11"),
@@ -71,9 +71,9 @@ rule figure_F12:
         table=rules.patchscope_entities.output.table,
         code=lib("figures/patchscopes", "figures/tables", "figures/save"),
     output:
-        png="results/figures/F12_{model}_{prompts}.png",
-        svg="results/figures/F12_{model}_{prompts}.svg",
-        caption="results/figures/F12_{model}_{prompts}.json",
+        png=res("figures/F12_{model}_{prompts}.png"),
+        svg=res("figures/F12_{model}_{prompts}.svg"),
+        caption=res("figures/F12_{model}_{prompts}.json"),
     params:
         fid="F12",
         options=lambda w: figure_options("F12"),
