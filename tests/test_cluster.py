@@ -89,11 +89,12 @@ def test_sharded_run_equals_one_job(local_run, tmp_path, overrides) -> None:
     # both shards did work: 14 prompts in batches of 8 -> prompts 0-7 and 8-13
     shard1 = read_parquet(tmp_path / f"{lens}/shards/1/logit.parquet")
     assert sorted(shard1.prompt_index.unique()) == list(range(6))
-    # every other output (figures, report) is byte-identical as well
+    # every other output (tables, figures) is byte-identical as well; the report differs by
+    # design: its provenance records the run's settings, `shards: 2` included
     local, sharded = files(local_run / "results"), files(tmp_path / "results")
     whole_set = f"test/activations/{MODEL}/{SHARDED}/"
     for name, data in local.items():
-        if not name.startswith(whole_set):
+        if not name.startswith(whole_set) and not name.endswith("report.html"):
             assert sharded.get(name) == data, name
 
 
