@@ -13,16 +13,19 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import Tensor
 
 from lenslab.errors import LensLabError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# safetensors.torch imports torch (1.5 s): the tensor readers and writers import it when
+# called, so table and figure jobs, which never touch a tensor, start without it.
 
 META_KEY = "lenslab"
 
@@ -80,6 +83,8 @@ def write_tensors(
     The metadata goes into one header key: safetensors writes several keys in hash order, which
     changes from process to process and would break "same config, same bytes".
     """
+    from safetensors.torch import save_file
+
     header = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -88,7 +93,8 @@ def write_tensors(
 
 def read_tensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Tensors and metadata of a safetensors file; a damaged file is a clear error."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
 
     try:
         tensors = load_file(str(path))
