@@ -22,6 +22,7 @@ from lenslab.resources import (
     gpt2_params,
     model_shape,
     resources,
+    threads,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,6 +90,21 @@ def test_a_1p5b_model_asks_for_more_than_the_embedded_model(paper, test_study) -
     assert half["mem_mb"] < resources("extract", xl, prompts)["mem_mb"]
     again = resources("extract", xl, prompts, attempt=2)
     assert again["mem_mb"] >= 2 * resources("extract", xl, prompts)["mem_mb"] - 100
+
+
+def test_start_up_bound_jobs_take_one_core(paper, test_study, monkeypatch) -> None:
+    """The embedded model's jobs compute for well under a second: one scheduler core each, so
+    two run side by side; GPT-2 XL's jobs and training take the torch thread count."""
+    monkeypatch.delenv("LENSLAB_THREADS", raising=False)
+    embedded, xl = test_study["models"]["embedded-test"], paper["models"]["gpt2-xl"]
+    prompts = paper["prompts"]["capital_facts"]
+    for kind, settings in (("extract", None), ("lens", paper["lens"]), ("forward", None)):
+        assert threads(kind, embedded, prompts, settings) == 1, kind
+        assert threads(kind, xl, prompts, settings) == 2, kind
+    assert threads("train_embedded", embedded, None, embedded["embedded"]) == 2
+    assert threads("light") == 1
+    monkeypatch.setenv("LENSLAB_THREADS", "4")
+    assert threads("extract", xl, prompts) == 4
 
 
 def test_more_prompts_in_a_job_need_more_memory(paper) -> None:

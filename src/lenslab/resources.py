@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,10 @@ GPU_FLOPS = 5e13
 LOAD_BYTES_PER_S = 2e8  # reading weights from a network file system
 MIN_RUNTIME = 10  # minutes: schedulers round up anyway; keeps tiny jobs from timing out
 LIGHT_RUNTIME = 10
+# A job whose estimated compute is under this many seconds spends its time starting Python,
+# importing torch and loading the model: single-threaded work, so it takes one scheduler core
+# and two such jobs run side by side on 2 cores.
+START_UP_BOUND_S = 2.0
 EMBEDDED_VOCAB = 516  # lenslab.embedded.tokenizer.vocabulary(), checked in the tests
 
 KINDS = ("extract", "lens", "patching", "forward", "train_tuned", "train_embedded", "light")
@@ -267,6 +272,37 @@ def resources(
     seconds = flops(kind, shape, size, settings) / rate + shape.n_params * 4 / LOAD_BYTES_PER_S
     minutes = max(MIN_RUNTIME, math.ceil(SAFETY * seconds / 60)) * attempt
     return {"mem_mb": int(math.ceil(mem / MB / 100) * 100), "runtime": int(minutes), "gpu": n_gpu}
+
+
+def threads(
+    kind: str,
+    model_cfg: Any = None,
+    prompts_cfg: Any = None,
+    settings: Any = None,
+    n_prompts: int | None = None,
+) -> int:
+    """Scheduler cores (Snakemake ``threads``) of one job: 1 when its compute is estimated under
+    ``START_UP_BOUND_S`` on CPU (the embedded model's jobs), else the torch threads every job
+    uses (:func:`lenslab.runtime.compute_threads`; it fixes the bytes, whatever this says)."""
+    if kind == "light" or model_cfg is None:
+        return 1
+    shape = model_shape(model_cfg)
+    size = job_size(model_cfg, prompts_cfg, n_prompts)
+    if not gpus(model_cfg) and flops(kind, shape, size, settings) / CPU_FLOPS < START_UP_BOUND_S:
+        return 1
+    return torch_threads()
+
+
+def torch_threads() -> int:
+    """``LENSLAB_THREADS`` or 2, as every pipeline job sets torch (read here without torch)."""
+    value = os.environ.get("LENSLAB_THREADS", "2")
+    return int(value) if value.isdigit() and int(value) >= 1 else 2
+
+
+def rule_threads(kind: str, job: Callable[[Any], dict[str, Any]]) -> Callable:
+    """Snakemake ``threads:`` for a rule: a callable of the job's wildcards (see
+    :func:`rule_resources` for ``job``)."""
+    return lambda wildcards: threads(kind, **job(wildcards))
 
 
 def rule_resources(kind: str, job: Callable[[Any], dict[str, Any]]) -> dict[str, Callable]:

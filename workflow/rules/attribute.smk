@@ -21,7 +21,7 @@ rule attribute_lens:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F9"),
-    threads: 2
+    threads: job_threads("forward")
     script:
         "../../scripts/attribute_lens.py"
 

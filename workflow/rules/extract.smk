@@ -13,7 +13,7 @@ rule extract:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         extract=stage_cfg("extract"),
-    threads: 2
+    threads: job_threads("extract")
     resources:
         **job_resources("extract"),
     script:

@@ -12,7 +12,7 @@ rule iterative:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
-    threads: 2
+    threads: job_threads("forward")
     resources:
         **job_resources("forward"),
     script:

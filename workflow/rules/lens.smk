@@ -43,7 +43,7 @@ rule apply_lens:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         lens=stage_cfg("lens"),
-    threads: 2
+    threads: job_threads("lens", stage_cfg("lens"))
     resources:
         **job_resources("lens", stage_cfg("lens")),
     script:

@@ -28,7 +28,7 @@ rule detour:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
-    threads: 2
+    threads: job_threads("forward")
     script:
         "../../scripts/detour.py"
 
@@ -61,7 +61,7 @@ rule lens_beam:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F16c"),
-    threads: 2
+    threads: job_threads("forward")
     script:
         "../../scripts/lens_beam.py"
 

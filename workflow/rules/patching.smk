@@ -26,7 +26,7 @@ rule patching:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         patching=lambda w: patching_settings(w.prompts),
-    threads: 2
+    threads: job_threads("patching", stage_cfg("patching"))
     resources:
         **job_resources("patching", stage_cfg("patching")),
     script:

@@ -30,7 +30,7 @@ rule patchscope_identity:
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F11"),
         lenses=identity_lenses(),
-    threads: 2
+    threads: job_threads("forward")
     script:
         "../../scripts/patchscope_identity.py"
 
@@ -46,7 +46,7 @@ rule patchscope_entities:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F12"),
-    threads: 2
+    threads: job_threads("forward")
     script:
         "../../scripts/patchscope_entities.py"
 

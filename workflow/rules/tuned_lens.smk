@@ -49,7 +49,7 @@ rule eval_tuned_lens:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         tuned=stage_cfg("tuned_lens"),
-    threads: TUNED_THREADS
+    threads: job_threads("forward")
     resources:
         **job_resources("forward"),
     log:

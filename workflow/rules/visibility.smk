@@ -14,7 +14,7 @@ rule visibility:
         prompts=lambda w: prompts_cfg(w.prompts),
         prompt=lambda w: figure_options("F15").get("prompt"),
         normalise=lambda w: figure_options("F15").get("normalise", True),
-    threads: 2
+    threads: job_threads("forward")
     resources:
         **job_resources("forward"),
     script:
