@@ -338,9 +338,9 @@ def _sum_cause(adapter, probe: _Probe, layer: int, attn: Tensor, mlp: Tensor) ->
                 "output cannot be isolated; map its inner output projection instead"
             )
     try:
-        structural = _residual_path_cause(adapter, probe, layer)
+        structural, replay = _residual_path_cause(adapter, probe, layer), ""
     except Exception as e:  # noqa: BLE001 - the diagnosis is best effort; the failure stands
-        structural = f"(the block could not be replayed to say more: {type(e).__name__})"
+        structural, replay = "", f"; replaying the block to say more failed: {type(e).__name__}"
     if structural:
         return f"{where}: {structural}"
     both = (attn + mlp).flatten()
@@ -360,7 +360,7 @@ def _sum_cause(adapter, probe: _Probe, layer: int, attn: Tensor, mlp: Tensor) ->
         )
     return (
         f"{where}: the residual update is not the recorded attention term plus MLP term "
-        "(a term the map does not name)"
+        f"(a term the map does not name){replay}"
     )
 
 
