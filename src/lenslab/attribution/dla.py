@@ -69,7 +69,7 @@ def _record(adapter: ModelAdapter, heads: bool, store: dict) -> Iterator[None]:
     for layer in range(adapter.n_layers):
         handles.append(adapter.attn_term(layer).register_forward_hook(keep(("attn", layer))))
         handles.append(adapter.mlp_term(layer).register_forward_hook(keep(("mlp", layer))))
-        if heads:
+        if heads and adapter.mixer_kind(layer) == "attention":
             proj = _o_proj(adapter.attn(layer))
             if proj is None:
                 raise LensLabError(
@@ -182,7 +182,7 @@ def direct_logit_attribution(
     if heads:
         _add_heads(adapter, store, position, lambda v: project(m * v), add)
     table = pd.DataFrame(rows, columns=["component", "kind", "layer", "head", "token", "value"])
-    _check_complete(table, logits, tokens, atol)
+    _check_complete(adapter, input_ids, table, logits, tokens, atol)
     if heads:
         _check_heads(table, atol)
     return table
@@ -191,6 +191,8 @@ def direct_logit_attribution(
 def _add_heads(adapter, store, position, project, add) -> None:
     n_heads = _n_heads(adapter)
     for layer in range(adapter.n_layers):
+        if ("z", layer) not in store:  # a linear-attention / mamba / conv mixer has no heads
+            continue
         proj = _o_proj(adapter.attn(layer))
         outs = _head_outputs(proj, store[("z", layer)][0, position], n_heads)
         has_bias = getattr(proj, "bias", None) is not None
@@ -227,20 +229,34 @@ def completeness_atol(dtype: torch.dtype) -> float:
     return max(1e-3, 4 * torch.finfo(dtype).eps)
 
 
-def _check_complete(table: pd.DataFrame, logits: Tensor, tokens: dict[str, int], atol: float):
-    """The per-component terms must add up to the model's logits (the F10 completeness check)."""
+def _check_complete(
+    adapter: ModelAdapter,
+    input_ids: list[int],
+    table: pd.DataFrame,
+    logits: Tensor,
+    tokens: dict[str, int],
+    atol: float,
+) -> None:
+    """The per-component terms must add up to the model's logits (the F10 completeness check).
+    A failure names its cause as the gate would, diagnosed on this prompt."""
+    from lenslab.models.fidelity import explain_update  # the gate's diagnosis of a block
+
     whole = table[table["kind"].isin(["embed", "attn", "mlp", "bias"])]
     sums = whole.groupby("token", sort=False)["value"].sum()
     for label, tid in tokens.items():
         real = float(logits[tid])
         if abs(sums[label] - real) > atol * max(1.0, abs(real)):
+            cause = explain_update(adapter, input_ids) or (
+                "every block's update is its attention term plus MLP term here, so the final "
+                "norm or the unembedding is not what the adapter applies"
+            )
             raise LensLabError(
                 f"the components sum to {sums[label]:.5f}, not the logit {real:.5f} of "
                 f"{label!r} on this prompt, although the fidelity gate's identities held on its "
-                "probe: the residual stream is not embeddings + attention terms + MLP terms here",
-                fix="map the attention and MLP terms that are added to the residual stream "
-                "with the model config's `arch:` block (attn_out, mlp_out), or skip F10 for "
-                "this model",
+                f"probe: {cause}",
+                fix="map the terms added to the residual stream with the model config's "
+                "`arch:` block (attn, mlp, attn_out, mlp_out) if the cause is a mapping; "
+                "otherwise skip F10 for this model",
             )
 
 

@@ -32,6 +32,11 @@ class ArchMap:
     restore. ``attn_out`` / ``mlp_out`` name the module whose output is the term actually added
     to the residual stream when that is not ``attn`` / ``mlp`` itself (post-sublayer norms of
     Gemma 2/3 and OLMo 2); direct logit attribution uses those terms.
+
+    A block path may list alternatives separated by ``|``: each block uses the first that
+    exists in it. Hybrids need this, because their blocks differ in the mixer they run before
+    the MLP (``attn: "self_attn|linear_attn"`` for Qwen3-Next); ``attn`` then names each
+    block's mixer, whatever its kind (see :func:`mixer_kind`).
     """
 
     blocks: str
@@ -109,6 +114,30 @@ ARCHITECTURES: dict[str, ArchMap] = {
         )
     },
     **{name: _POST_NORMED for name in ("gemma2", "gemma3_text", "olmo2", "olmo3", "exaone4")},
+    # Gemma 4 also adds a per-layer-input term and scales the block output (layer_scalar): the
+    # gate's sublayer_sum names them and rules out DLA and attn/mlp patching.
+    "gemma4_text": _POST_NORMED,
+    # Hybrids: blocks whose mixer is attention or linear attention / mamba / a short conv.
+    "qwen3_next": replace(_DECODER, attn="self_attn|linear_attn"),
+    "qwen3_5_text": replace(_DECODER, attn="self_attn|linear_attn"),
+    "lfm2": replace(
+        _DECODER, final_norm="model.embedding_norm", attn="self_attn|conv", mlp="feed_forward"
+    ),
+    "jamba": replace(
+        _DECODER, final_norm="model.final_layernorm", attn="self_attn|mamba", mlp="feed_forward"
+    ),
+    # MiniMax takes the residual after the input norm (post-LN): the gate names it and rules
+    # out the methods that need an additive split.
+    "minimax": _DECODER,
+    # Falcon-H1 runs mamba and attention in parallel on the same input: the map names the
+    # attention, and the gate rules out the methods that need the block's terms (sublayer_sum).
+    "falcon_h1": replace(_DECODER, final_norm="model.final_layernorm", mlp="feed_forward"),
+}
+# Mixer kinds by the attribute name of the module an ``attn`` alternative matched.
+MIXER_KINDS = {
+    "linear_attn": "linear_attention",
+    "mamba": "mamba",
+    "conv": "conv",
 }
 ARCH_KEYS = [f.name for f in fields(ArchMap)]
 _REQUIRED_KEYS = ("blocks", "final_norm", "attn", "mlp")
@@ -126,6 +155,36 @@ def _get(root: nn.Module, path: str | None) -> nn.Module | None:
         if obj is None:
             return None
     return obj
+
+
+def _get_any(block: nn.Module, path: str | None) -> tuple[str, nn.Module] | None:
+    """The first alternative of ``path`` (``a|b``) that names a module of ``block``, with the
+    alternative that matched; None when none does."""
+    for alt in (path or "").split("|"):
+        module = _get(block, alt.strip())
+        if isinstance(module, nn.Module):
+            return alt.strip(), module
+    return None
+
+
+def mixer_kind(path: str, module: nn.Module) -> str:
+    """``attention``, ``linear_attention``, ``mamba`` or ``conv``: from the attribute name that
+    matched (``MIXER_KINDS``), else from the class name; attention by default (a module map
+    like Bloom's names the attention's output projection)."""
+    kind = MIXER_KINDS.get(path.split(".")[-1])
+    if kind:
+        return kind
+    name = type(module).__name__.lower()
+    markers = (
+        ("mamba", "mamba"),
+        ("deltanet", "linear_attention"),
+        ("lightning", "linear_attention"),  # MiniMax's linear attention sits at self_attn
+        ("conv", "conv"),
+    )
+    for marker, kind in markers:
+        if marker in name:
+            return kind
+    return "attention"
 
 
 def resolve_arch(model: nn.Module, overrides: dict | None = None) -> ArchMap:
@@ -185,13 +244,33 @@ def _validate_paths(model: nn.Module, arch: ArchMap, model_type: str) -> None:
         path = getattr(arch, key)
         if not path:
             continue
-        bad = [i for i, b in enumerate(blocks) if not isinstance(_get(b, path), nn.Module)]
+        bad = [i for i, b in enumerate(blocks) if _get_any(b, path) is None]
         if bad:
             raise LensLabError(
                 f"{model_type!r}: block(s) {bad} have no module at arch.{key}={path!r}",
-                fix=f"set `arch.{key}` to a dotted path inside a {type(blocks[0]).__name__} "
-                "that exists in every block",
+                fix=f"set `arch.{key}` to a dotted path inside a {type(blocks[bad[0]]).__name__} "
+                "that exists in every block, or alternatives separated by `|` for blocks that "
+                "differ (e.g. `self_attn|linear_attn`: the first that exists in each block)",
             )
+
+
+def refuse_extra_state_axis(config: object, name: str = "") -> None:
+    """Refuse a model whose blocks pass on more than one residual stream.
+
+    Gemma 3n's AltUp keeps ``altup_num_inputs`` predictions of the stream, so its hidden states
+    are ``[altup, batch, tokens, d_model]`` and only the mixed final prediction is decoded: a
+    lens, a patch or an attribution on one ``[batch, tokens, d_model]`` state would read one
+    slice of four and be wrong without an error."""
+    n = getattr(config, "altup_num_inputs", None)
+    if isinstance(n, int) and n > 1:
+        model = name or getattr(config, "model_type", "this model")
+        raise LensLabError(
+            f"AltUp's extra state axis is not supported ({model} keeps {n} predictions of the "
+            f"residual stream: hidden states [{n}, batch, tokens, d_model]); no lenslab method "
+            "reads them",
+            fix="use a model without AltUp (a Gemma 2/3/4 model instead of Gemma 3n); "
+            "lenslab refuses it rather than read one of the predictions as the stream",
+        )
 
 
 def logit_multiplier(config: object) -> float:
@@ -222,6 +301,7 @@ class ModelAdapter:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name or getattr(model.config, "_name_or_path", "")
+        refuse_extra_state_axis(model.config, self.name)
         self.arch = resolve_arch(model, arch)
         self.blocks: nn.ModuleList = _get(model, self.arch.blocks)  # type: ignore[assignment]
         self.final_norm = _get(model, self.arch.final_norm)
@@ -301,6 +381,12 @@ class ModelAdapter:
     def mlp(self, block: int) -> nn.Module:
         return self._sub(block, self.arch.mlp, "mlp")
 
+    def mixer_kind(self, block: int) -> str:
+        """What block ``block``'s ``attn`` module is: ``attention``, ``linear_attention``,
+        ``mamba`` or ``conv`` (hybrids differ per block; only attention splits into heads)."""
+        path, module = _get_any(self.blocks[block], self.arch.attn)  # type: ignore[misc]
+        return mixer_kind(path, module)
+
     def attn_term(self, block: int) -> nn.Module:
         """The module whose output is the attention term added to the residual stream."""
         return self._sub(block, self.arch.attn_out or self.arch.attn, "attn_out")
@@ -310,13 +396,13 @@ class ModelAdapter:
         return self._sub(block, self.arch.mlp_out or self.arch.mlp, "mlp_out")
 
     def _sub(self, block: int, path: str, key: str) -> nn.Module:
-        module = _get(self.blocks[block], path)
-        if module is None:
+        found = _get_any(self.blocks[block], path)
+        if found is None:
             raise LensLabError(
                 f"block {block} of {self.name or 'this model'} has no {key} module at {path!r}",
                 fix=f"set `arch.{key}` in the model config to its dotted path inside a block",
             )
-        return module
+        return found[1]
 
     # -- decoding ----------------------------------------------------------------------------
     def normalize(self, h: Tensor, affine: bool = True) -> Tensor:

@@ -82,6 +82,15 @@ _DEC = dict(
     max_position_embeddings=64,
 )
 _MOE = dict(num_experts_per_tok=2, moe_intermediate_size=32)
+# Gated DeltaNet (linear attention) of Qwen3-Next / Qwen3.5, between two attention-free blocks.
+_LINEAR = dict(
+    layer_types=["linear_attention", "full_attention", "linear_attention"],
+    head_dim=8,
+    linear_key_head_dim=8,
+    linear_value_head_dim=8,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+)
 # More families, by name: (model_type, config). A name may be a layout variant of a type.
 # Multipliers are set away from 1 so a lens that ignores them is caught.
 FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
@@ -182,6 +191,92 @@ FAMILY_CONFIGS: dict[str, tuple[str, dict]] = {
     "glm4": ("glm4", _DEC),
     "olmo3": ("olmo3", dict(_DEC, sliding_window=4)),
     "exaone4": ("exaone4", dict(_DEC, sliding_window=4)),
+    # Hybrids: a mixer per block (attention, linear attention, mamba or a short conv).
+    "qwen3_next": (
+        "qwen3_next",
+        dict(_DEC, **_MOE, **_LINEAR, num_experts=4, shared_expert_intermediate_size=32),
+    ),
+    "qwen3_5": ("qwen3_5_text", dict(_DEC, **_LINEAR)),
+    "lfm2": ("lfm2", dict(_DEC, layer_types=["conv", "full_attention", "conv"])),
+    "jamba": (
+        "jamba",
+        dict(
+            _DEC,
+            attn_layer_period=2,
+            attn_layer_offset=1,
+            expert_layer_period=2,
+            expert_layer_offset=1,
+            num_experts=2,
+            mamba_d_state=4,
+            mamba_dt_rank=4,
+            mamba_expand=2,
+        ),
+    ),
+    "falcon_h1": (
+        "falcon_h1",
+        dict(
+            _DEC,
+            head_dim=8,
+            mamba_d_ssm=32,
+            mamba_n_heads=4,
+            mamba_d_head=8,
+            mamba_n_groups=1,
+            mamba_d_state=4,
+            mamba_chunk_size=8,
+            embedding_multiplier=3.0,
+            lm_head_multiplier=0.5,
+            attention_in_multiplier=0.7,
+            attention_out_multiplier=1.3,
+            ssm_in_multiplier=0.8,
+            ssm_out_multiplier=1.2,
+            key_multiplier=0.9,
+            mlp_multipliers=[1.1, 0.9],
+        ),
+    ),
+    # MiniMax: lightning (linear) attention and attention blocks, residual after the input norm.
+    "minimax": (
+        "minimax",
+        dict(
+            _DEC,
+            head_dim=8,
+            num_local_experts=2,
+            num_experts_per_tok=1,
+            layer_types=["linear_attention", "full_attention", "linear_attention"],
+            block_size=4,
+        ),
+    ),
+    # Gemma 4: per-layer inputs, KV sharing (the last 2 of 4 blocks reuse earlier K/V).
+    "gemma4": (
+        "gemma4_text",
+        dict(
+            _DEC,
+            num_hidden_layers=4,
+            head_dim=8,
+            global_head_dim=8,
+            sliding_window=4,
+            layer_types=[*("sliding_attention", "full_attention")] * 2,
+            num_kv_shared_layers=2,
+            vocab_size_per_layer_input=96,
+            hidden_size_per_layer_input=8,
+        ),
+    ),
+    # Gemma 3n: AltUp keeps 2 predictions of the stream; lenslab refuses it at load.
+    "gemma3n": (
+        "gemma3n_text",
+        dict(
+            _DEC,
+            num_hidden_layers=4,
+            head_dim=8,
+            sliding_window=4,
+            layer_types=[*("sliding_attention", "full_attention")] * 2,
+            num_kv_shared_layers=2,
+            vocab_size_per_layer_input=96,
+            hidden_size_per_layer_input=8,
+            altup_num_inputs=2,
+            laurel_rank=4,
+            activation_sparsity_pattern=[0.0] * 4,
+        ),
+    ),
 }
 WORDS = [f"w{i}" for i in range(80)]
 
