@@ -4,8 +4,8 @@ from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.attribute import save_attribute_lenses
 from lenslab.models import load_model
-from lenslab.patchscopes.config import parse_options
-from lenslab.relations import AttributeOptions, run_attribute
+from lenslab.options import AttributeOptions, parse_options
+from lenslab.relations import run_attribute
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

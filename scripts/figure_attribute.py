@@ -4,8 +4,7 @@ from lenslab.figures.attribute import plot_attribute
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.patchscopes.config import parse_options
-from lenslab.relations import AttributeOptions
+from lenslab.options import AttributeOptions, parse_options
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

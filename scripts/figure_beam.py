@@ -4,8 +4,7 @@ from lenslab.figures.lookahead import plot_beam
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.lookahead import BeamOptions
-from lenslab.patchscopes.config import parse_options
+from lenslab.options import BeamOptions, parse_options
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

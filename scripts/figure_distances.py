@@ -9,7 +9,7 @@ from lenslab.stats.config import parse_lens_config
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-setup()
+setup(uses_torch=False)
 params = snakemake.params
 fig, title, caption = make_distances(
     read_parquet(snakemake.input.means),

@@ -10,7 +10,7 @@ from lenslab.stats.config import parse_lens_config
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-setup()
+setup(uses_torch=False)
 params, inputs = snakemake.params, snakemake.input
 table = read_parquet(inputs.table)
 cfg = parse_lens_config(params.lens)

@@ -4,7 +4,7 @@ from lenslab.figures.patchscopes import plot_entities, plot_token_identity
 from lenslab.figures.save import save_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.patchscopes.config import EntityOptions, IdentityOptions, parse_options
+from lenslab.options import EntityOptions, IdentityOptions, parse_options
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

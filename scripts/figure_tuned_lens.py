@@ -20,9 +20,10 @@ from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-setup(1)
 out = snakemake.output
-if Path(out.png).name.startswith("F8_"):
+drift_only = Path(out.png).name.startswith("F8_")  # F8 draws a table; F7 runs both lenses
+setup(1, uses_torch=not drift_only)
+if drift_only:
     drift = read_parquet(snakemake.input.drift)
     save_figure(
         plot_f8(drift), out.png, "representational drift across layers", f8_caption(drift),

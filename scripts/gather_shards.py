@@ -4,7 +4,7 @@ from lenslab.io import read_parquet, write_parquet
 from lenslab.runtime import setup
 from lenslab.shards import gather
 
-setup()
+setup(uses_torch=False)
 offsets = snakemake.params.offsets
 for name, paths in snakemake.input.items():
     if name == "code":

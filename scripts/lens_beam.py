@@ -3,9 +3,9 @@
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.logit import LogitLens
-from lenslab.lookahead import BeamOptions, run_beam
+from lenslab.lookahead import run_beam
 from lenslab.models import load_model
-from lenslab.patchscopes.config import parse_options
+from lenslab.options import BeamOptions, parse_options
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

@@ -11,7 +11,7 @@ from lenslab.stats.config import parse_lens_config
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 
-setup()
+setup(uses_torch=False)
 cfg = parse_lens_config(snakemake.params.lens)
 table = pd.concat([read_parquet(p) for p in snakemake.input.tables], ignore_index=True)
 tracked = pd.concat([read_parquet(p) for p in snakemake.input.targets], ignore_index=True)

@@ -3,7 +3,8 @@
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.models import load_model
-from lenslab.patchscopes.config import EntityOptions, parse_options, run_entities
+from lenslab.options import EntityOptions, parse_options
+from lenslab.patchscopes.config import run_entities
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

@@ -6,7 +6,8 @@ from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.registry import build_lens
 from lenslab.models import load_model
-from lenslab.patchscopes.config import IdentityOptions, parse_options, run_identity
+from lenslab.options import IdentityOptions, parse_options
+from lenslab.patchscopes.config import run_identity
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

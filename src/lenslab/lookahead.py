@@ -13,7 +13,6 @@ summing the probabilities of every token that is a prefix of the word.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -22,6 +21,7 @@ from torch import Tensor
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
+from lenslab.options import BeamOptions
 from lenslab.prompts import encode, encode_set
 
 BEAM_COLUMNS = ["prompt_id", "position", "layer", "rank", "tokens", "text", "logprob"]
@@ -109,17 +109,6 @@ def prefix_token_ids(tokenizer, word: str, vocab_size: int | None = None) -> lis
 def prefix_prob(probs: Tensor, ids: Sequence[int]) -> Tensor:
     """Summed probability ``[...]`` of the tokens ``ids`` (Wendler et al.'s word probability)."""
     return probs[..., list(ids)].sum(-1)
-
-
-@dataclass(frozen=True)
-class BeamOptions:
-    """``study.figures.F16c.options``: which prompt and positions, beam width and depth. The
-    logit lens only (see F16b: the tuned lens is trained onto the output and hides look-ahead)."""
-
-    prompt: str | None = None  # prompt id (default: the first of the set)
-    positions: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
-    width: int = 5
-    depth: int = 3
 
 
 def run_beam(lens: Lens, prompt_set: Any, opts: BeamOptions, prepend_bos: bool | None = None):

@@ -8,9 +8,6 @@ prompts give ``subject`` and ``answer`` (the object, scored by its first token).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from math import sqrt
-from statistics import NormalDist
 from typing import Any
 
 import pandas as pd
@@ -20,7 +17,9 @@ from lenslab.embedded import world
 from lenslab.errors import LensLabError
 from lenslab.lenses.attribute import AttributeLens, RelationPrompt, fit_attribute_lens
 from lenslab.models.adapter import ModelAdapter
+from lenslab.options import AttributeOptions
 from lenslab.prompts import encode, subject_positions
+from lenslab.stats.aggregate import wilson
 
 FAITH_COLUMNS = [
     "relation", "prompt_id", "layer", "object", "object_id", "model_pred_id", "model_correct",
@@ -91,17 +90,6 @@ def faithfulness(
     return pd.DataFrame(rows, columns=FAITH_COLUMNS)
 
 
-def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (sensible at 0 and 1, unlike the normal one)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    z = NormalDist().inv_cdf(0.5 + level / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def faithfulness_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per (relation, layer): recall@1 of the LRE against the object, counted only on prompts
     the model itself answers correctly, with a 95% Wilson interval."""
@@ -146,17 +134,6 @@ def world_relation_prompts(
             out.append({"id": f"{rel}.{c.name.lower()}", "text": world.natural(prefix + text),
                         "subject": c.name, "answer": answer})  # fmt: skip
     return out
-
-
-@dataclass(frozen=True)
-class AttributeOptions:
-    """``study.figures.F9.options``: LRE prompts per relation, beta per relation (default 1),
-    the text and relation of the attribute-lens view."""
-
-    n_train: int = 5
-    beta: dict[str, float] = field(default_factory=dict)
-    view_text: str | None = None  # default: the first evaluation prompt of view_relation
-    view_relation: str | None = None  # default: the first relation of the set
 
 
 def run_attribute(

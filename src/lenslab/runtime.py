@@ -6,7 +6,6 @@ import os
 import random
 
 import numpy as np
-import torch
 
 DEFAULT_THREADS = 2
 
@@ -22,12 +21,16 @@ def compute_threads() -> int:
     return int(value)
 
 
-def setup(threads: int | None = None, seed: int = 0) -> None:
+def setup(threads: int | None = None, seed: int = 0, *, uses_torch: bool = True) -> None:
     """Fix thread count and seeds so that one config always gives the same bytes.
-    ``threads`` None: :func:`compute_threads`."""
-    torch.set_num_threads(compute_threads() if threads is None else max(1, int(threads)))
+    ``threads`` None: :func:`compute_threads`. ``uses_torch`` False (jobs that only read tables
+    and draw): seed ``random`` and numpy only, without importing torch (about 1.5 s a job)."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if uses_torch:
+        import torch
+
+        torch.set_num_threads(compute_threads() if threads is None else max(1, int(threads)))
+        torch.manual_seed(seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

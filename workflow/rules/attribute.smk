@@ -1,5 +1,5 @@
 # F9: attribute lens / linear relational embeddings (seed 002; Hernandez et al. 2024).
-# Settings are the figure's options (lenslab.relations.AttributeOptions). Outputs in
+# Settings are the figure's options (lenslab.options.AttributeOptions). Outputs in
 # results/attribute/{model}/{prompts}/: lre.safetensors (one LRE per relation and layer),
 # faithfulness.parquet (per prompt and layer), summary.parquet (per relation and layer, with
 # Wilson intervals), view.parquet (the lens over one text).
@@ -10,7 +10,7 @@ ATTRIBUTE = res("attribute/{model}/{prompts}")
 rule attribute_lens:
     input:
         unpack(model_input),
-        code=lib("lenses/attribute", "lenses/base", "relations", "patchscopes", "models", "prompts"),
+        code=lib("lenses/attribute", "lenses/base", "relations", "options", "stats/aggregate", "patchscopes", "models", "prompts"),
     output:
         lenses=f"{ATTRIBUTE}/lre.safetensors",
         table=f"{ATTRIBUTE}/faithfulness.parquet",
@@ -30,7 +30,7 @@ rule figure_F9:
     input:
         summary=rules.attribute_lens.output.summary,
         view=rules.attribute_lens.output.view,
-        code=lib("figures/attribute", "figures/tables", "figures/save"),
+        code=lib("figures/attribute", "figures/tables", "figures/save", "options"),
     output:
         png=res("figures/F9_{model}_{prompts}.png"),
         svg=res("figures/F9_{model}_{prompts}.svg"),

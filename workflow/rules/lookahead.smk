@@ -53,7 +53,7 @@ register_figure("F16b", lambda m, p: figure_files("F16b", m, p))
 rule lens_beam:
     input:
         unpack(model_input),
-        code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
+        code=lib("lookahead", "options", "lenses/base", "lenses/logit", "models", "prompts"),
     output:
         table=res("lookahead/{model}/{prompts}.beam.parquet"),
     params:
@@ -69,7 +69,7 @@ rule lens_beam:
 rule figure_F16c:
     input:
         table=rules.lens_beam.output.table,
-        code=lib("figures/lookahead", "figures/tables", "figures/save"),
+        code=lib("figures/lookahead", "figures/tables", "figures/save", "options"),
     output:
         png=res("figures/F16c_{model}_{prompts}.png"),
         svg=res("figures/F16c_{model}_{prompts}.svg"),

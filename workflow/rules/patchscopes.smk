@@ -1,5 +1,5 @@
 # F11-F12: patchscopes (seed 002; Ghandeharioun et al. 2024). Settings are the figures'
-# options (lenslab.patchscopes.config: IdentityOptions, EntityOptions).
+# options (lenslab.options: IdentityOptions, EntityOptions).
 # Tables: results/patchscopes/{model}/{prompts}/identity.parquet (one row per source cell,
 # target layer and method) and entities.parquet (one row per source and layer).
 
@@ -21,7 +21,7 @@ def identity_inputs(wildcards):
 rule patchscope_identity:
     input:
         unpack(identity_inputs),
-        code=lib("patchscopes", "lenses", "models", "prompts"),
+        code=lib("patchscopes", "options", "lenses", "models", "prompts"),
     output:
         table=f"{PATCHSCOPES}/identity.parquet",
     params:
@@ -38,7 +38,7 @@ rule patchscope_identity:
 rule patchscope_entities:
     input:
         unpack(model_input),
-        code=lib("patchscopes", "models", "prompts"),
+        code=lib("patchscopes", "options", "models", "prompts"),
     output:
         table=f"{PATCHSCOPES}/entities.parquet",
     params:
@@ -54,7 +54,7 @@ rule patchscope_entities:
 rule figure_F11:
     input:
         table=rules.patchscope_identity.output.table,
-        code=lib("figures/patchscopes", "figures/tables", "figures/save", "lenses/registry"),
+        code=lib("figures/patchscopes", "figures/tables", "figures/save", "lenses/registry", "options", "stats/aggregate"),
     output:
         png=res("figures/F11_{model}_{prompts}.png"),
         svg=res("figures/F11_{model}_{prompts}.svg"),
@@ -69,7 +69,7 @@ rule figure_F11:
 rule figure_F12:
     input:
         table=rules.patchscope_entities.output.table,
-        code=lib("figures/patchscopes", "figures/tables", "figures/save"),
+        code=lib("figures/patchscopes", "figures/tables", "figures/save", "options", "stats/aggregate"),
     output:
         png=res("figures/F12_{model}_{prompts}.png"),
         svg=res("figures/F12_{model}_{prompts}.svg"),

@@ -26,7 +26,7 @@ from lenslab.figures.logit_lens import (
     visible,
 )
 from lenslab.figures.save import layer_label
-from lenslab.stats.lens_stats import LensConfig
+from lenslab.stats.config import LensConfig
 
 CELL_W, CELL_H = 58, 24  # pixels per heatmap cell: tokens stay readable, the page scrolls
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch import Tensor
 
 from lenslab.errors import LensLabError
-from lenslab.lenses.base import Lens
+
+if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
+    from torch import Tensor
+
+    from lenslab.lenses.base import Lens
 
 LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
 # One unit per quantity, as the README's table: KL in nats per token always; `unit` is the
@@ -49,24 +52,29 @@ class Trajectory:
     topk: list[list[list[tuple[str, float]]]] | None = None  # [layer][position] (token, prob)
 
 
-@torch.no_grad()
 def trajectory(lens: Lens, resid: Tensor, tokenizer, layers: list[int], k: int = 5) -> Trajectory:
     """Top-1 token, its probability, the entropy and the top-``k`` (token, probability) for
     ``resid`` ``[L+1, T, D]``."""
+    import torch
+
     top1, prob, entropy, topk = [], [], [], []
-    for layer in layers:
-        logq = torch.log_softmax(lens.logits(resid[layer], layer).float(), -1)
-        p_max, idx = logq.exp().max(-1)
-        top1.append([token_text(tokenizer, i) for i in idx.tolist()])
-        prob.append(p_max.cpu().numpy())
-        entropy.append((-(logq.exp() * logq).sum(-1)).cpu().numpy())
-        p_k, i_k = logq.exp().topk(min(k, logq.shape[-1]), dim=-1)
-        topk.append(
-            [
-                [(token_text(tokenizer, int(i)), float(p)) for i, p in zip(ids, ps, strict=True)]
-                for ids, ps in zip(i_k.tolist(), p_k.tolist(), strict=True)
-            ]
-        )
+    with torch.no_grad():
+        for layer in layers:
+            logq = torch.log_softmax(lens.logits(resid[layer], layer).float(), -1)
+            p_max, idx = logq.exp().max(-1)
+            top1.append([token_text(tokenizer, i) for i in idx.tolist()])
+            prob.append(p_max.cpu().numpy())
+            entropy.append((-(logq.exp() * logq).sum(-1)).cpu().numpy())
+            p_k, i_k = logq.exp().topk(min(k, logq.shape[-1]), dim=-1)
+            topk.append(
+                [
+                    [
+                        (token_text(tokenizer, int(i)), float(p))
+                        for i, p in zip(ids, ps, strict=True)
+                    ]
+                    for ids, ps in zip(i_k.tolist(), p_k.tolist(), strict=True)
+                ]
+            )
     return Trajectory(layers, top1, np.stack(prob), np.stack(entropy), topk)
 
 

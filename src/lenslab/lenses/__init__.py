@@ -1,6 +1,11 @@
-"""Lenses: transform a hidden state at layer l, then decode with the final norm and unembedding."""
+"""Lenses: transform a hidden state at layer l, then decode with the final norm and unembedding.
 
-from lenslab.lenses.base import Lens
-from lenslab.lenses.logit import LogitLens
+Names are imported lazily, so ``lenslab.lenses.registry``'s captions (used by figure jobs) do
+not pull in torch.
+"""
 
-__all__ = ["Lens", "LogitLens"]
+from lenslab.lazy import lazy_getattr
+
+_LAZY = {"Lens": "lenslab.lenses.base", "LogitLens": "lenslab.lenses.logit"}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lenslab.errors import LensLabError
-from lenslab.lenses.base import Lens
-from lenslab.lenses.logit import LogitLens
-from lenslab.models.adapter import ModelAdapter
 from lenslab.stats.config import LENS_NAMES
+
+if TYPE_CHECKING:  # the lenses need torch; figure jobs import this module for lens_caption only
+    from lenslab.lenses.base import Lens
+    from lenslab.models.adapter import ModelAdapter
 
 __all__ = ["LENS_NAMES", "build_lens", "lens_caption"]
 # Caption text per lens name, for figures drawn from tables (no model at hand).
@@ -30,6 +32,8 @@ def lens_caption(name: str) -> str:
 
 def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = None) -> Lens:
     """The lens called ``name`` on ``adapter``; trained lenses are read from ``lens_dir``."""
+    from lenslab.lenses.logit import LogitLens
+
     if name == "logit":
         return LogitLens(adapter, affine=True)
     if name == "logit_noaffine":

@@ -7,28 +7,29 @@
   categories, category means with confidence intervals.
 - :mod:`lenslab.patching.sweep`: the whole (kind, layer, position, window) sweep as a table.
 - :mod:`lenslab.patching.reference`: the naive one-forward-per-patch loop (tests, benchmark).
+
+Names are imported lazily, so the F13 figure and findings jobs, which read category means
+from :mod:`lenslab.patching.metrics`, do not pull in torch.
 """
 
-from lenslab.patching.config import PatchingConfig, parse_config
-from lenslab.patching.corrupt import Case, noise_cases, pair_cases
-from lenslab.patching.metrics import METRICS, category_means, token_categories
-from lenslab.patching.run import KINDS, Patch, Patcher, window_layers
-from lenslab.patching.sweep import patch_case, run_patching, sweep_cells
+from lenslab.lazy import lazy_getattr
 
-__all__ = [
-    "KINDS",
-    "METRICS",
-    "Case",
-    "Patch",
-    "Patcher",
-    "PatchingConfig",
-    "category_means",
-    "noise_cases",
-    "pair_cases",
-    "parse_config",
-    "patch_case",
-    "run_patching",
-    "sweep_cells",
-    "token_categories",
-    "window_layers",
-]
+_LAZY = {
+    "PatchingConfig": "lenslab.patching.config",
+    "parse_config": "lenslab.patching.config",
+    "Case": "lenslab.patching.corrupt",
+    "noise_cases": "lenslab.patching.corrupt",
+    "pair_cases": "lenslab.patching.corrupt",
+    "METRICS": "lenslab.patching.metrics",
+    "category_means": "lenslab.patching.metrics",
+    "token_categories": "lenslab.patching.metrics",
+    "KINDS": "lenslab.patching.run",
+    "Patch": "lenslab.patching.run",
+    "Patcher": "lenslab.patching.run",
+    "window_layers": "lenslab.patching.run",
+    "patch_case": "lenslab.patching.sweep",
+    "run_patching": "lenslab.patching.sweep",
+    "sweep_cells": "lenslab.patching.sweep",
+}
+__all__ = sorted(_LAZY)
+__getattr__ = lazy_getattr(__name__, _LAZY)

@@ -17,13 +17,15 @@ unpatched runs is exactly 0 and a full restore exactly 1.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import Tensor
 
 from lenslab.errors import LensLabError
+
+if TYPE_CHECKING:  # torch only for scores(): the F13 figure and findings jobs read tables
+    from torch import Tensor
 
 METRICS = ("prob", "logit_diff", "norm_ld")
 # ROME's categories (Meng et al. 2022, fig. 2 / appendix): a position may be in two of them
@@ -40,6 +42,8 @@ CATEGORIES = (
 
 def scores(logits: Tensor, clean_id: int, corrupt_id: int) -> dict[str, Tensor]:
     """``prob`` and ``logit_diff`` of last-position logits ``[..., V]`` (float64)."""
+    import torch
+
     logits = logits.double()
     return {
         "prob": torch.softmax(logits, -1)[..., clean_id],

@@ -1,16 +1,15 @@
-"""Figure options of the patchscope views (``study.figures.F11/F12.options``), validated, and
-the glue from prompt-set configs to the experiments."""
+"""The glue from prompt-set configs and the patchscope views' options (F11, F12; defined in
+:mod:`lenslab.options`) to the experiments."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 import pandas as pd
 
-from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
 from lenslab.models.adapter import ModelAdapter
+from lenslab.options import EntityOptions, IdentityOptions, parse_options
 from lenslab.patchscopes.experiments import (
     SourcePrompt,
     entity_resolution,
@@ -18,47 +17,6 @@ from lenslab.patchscopes.experiments import (
     token_identity,
 )
 from lenslab.prompts import encode, encode_set
-
-# The paper's token-identity target; the embedded world's studies set their own in its words.
-PAPER_IDENTITY_TARGET = "cat -> cat\n1135 -> 1135\nhello -> hello\n?"
-PAPER_ENTITY_TARGET = (
-    "Syria: Country in the Middle East, Leonardo DiCaprio: American actor, Samsung: South Korean "
-    "multinational major appliance and consumer electronics corporation, x"
-)
-
-
-@dataclass(frozen=True)
-class IdentityOptions:
-    """F11: token identity. ``lenses`` None: the study's lenses (``lens.lenses``)."""
-
-    target: str = PAPER_IDENTITY_TARGET
-    target_position: int = -1
-    cross_layer: bool = True  # also every l != l* pair (the cross-layer panel)
-    lenses: list[str] | None = None
-    batch_size: int = 64
-
-
-@dataclass(frozen=True)
-class EntityOptions:
-    """F12: entity resolution by greedy generation."""
-
-    target: str = PAPER_ENTITY_TARGET
-    target_position: int = -1
-    max_new_tokens: int = 8
-    batch_size: int = 64
-
-
-def parse_options(cls: type, options: Any) -> Any:
-    """``cls(**options)``; an unknown key is an error naming the valid ones."""
-    options = dict(options or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise LensLabError(
-            f"unknown figure option(s) {unknown} for {cls.__name__}",
-            fix=f"use only {sorted(known)}",
-        )
-    return cls(**options)
 
 
 def run_identity(

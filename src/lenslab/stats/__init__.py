@@ -4,10 +4,7 @@ Names are imported lazily, so ``lenslab.stats.config`` (used when Snakemake pars
 does not pull in torch.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from lenslab.lazy import lazy_getattr
 
 _LAZY = {
     "LensConfig": "lenslab.stats.config",
@@ -21,9 +18,4 @@ _LAZY = {
     "target_means": "lenslab.stats.aggregate",
 }
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'lenslab.stats' has no attribute {name!r}")
-    return getattr(importlib.import_module(_LAZY[name]), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)

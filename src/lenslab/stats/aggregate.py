@@ -6,13 +6,15 @@ draws (positions of one prompt are correlated, so the intervals are optimistic; 
 prompts for honest error bars). ``normal``: mean +- z * sd / sqrt(n); ``bootstrap``: percentile
 interval of ``n_boot`` resampled means from a generator seeded with ``seed`` (same input, same
 bytes). Rows where a metric is undefined (NaN, e.g. the next token after the last position) are
-left out of that metric's ``n``.
+left out of that metric's ``n``. :func:`wilson` is the interval of a proportion (F9's recall, the
+patchscope views' precision).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import combinations
+from math import sqrt
 from statistics import NormalDist
 
 import numpy as np
@@ -99,6 +101,17 @@ def _mean_ci(
         lo, hi = np.quantile(means, [alpha, 1 - alpha])
         return (mean, float(lo), float(hi))
     raise LensLabError(f"unknown confidence interval {ci!r}", fix="use normal or bootstrap")
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (sensible at 0 and 1, unlike the normal one)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _metrics(df: pd.DataFrame, metrics: Sequence[str] | None) -> list[str]:
