@@ -22,6 +22,8 @@ rule attribute_lens:
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F9"),
     threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/attribute_lens.py"
 

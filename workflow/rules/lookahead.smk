@@ -29,6 +29,8 @@ rule detour:
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
     threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/detour.py"
 
@@ -62,6 +64,8 @@ rule lens_beam:
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F16c"),
     threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/lens_beam.py"
 

@@ -31,6 +31,8 @@ rule patchscope_identity:
         options=lambda w: figure_options("F11"),
         lenses=identity_lenses(),
     threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/patchscope_identity.py"
 
@@ -47,6 +49,8 @@ rule patchscope_entities:
         prompts=lambda w: prompts_cfg(w.prompts),
         options=lambda w: figure_options("F12"),
     threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/patchscope_entities.py"
 
