@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lenslab.errors import LensLabError
+from lenslab.runtime import compute_threads
 
 MB = 1024**2
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8}
@@ -290,13 +290,7 @@ def threads(
     size = job_size(model_cfg, prompts_cfg, n_prompts)
     if not gpus(model_cfg) and flops(kind, shape, size, settings) / CPU_FLOPS < START_UP_BOUND_S:
         return 1
-    return torch_threads()
-
-
-def torch_threads() -> int:
-    """``LENSLAB_THREADS`` or 2, as every pipeline job sets torch (read here without torch)."""
-    value = os.environ.get("LENSLAB_THREADS", "2")
-    return int(value) if value.isdigit() and int(value) >= 1 else 2
+    return compute_threads()
 
 
 def rule_threads(kind: str, job: Callable[[Any], dict[str, Any]]) -> Callable:
