@@ -69,6 +69,23 @@ def test_unknown_setting_names_the_key_and_the_valid_ones():
         parse_settings({"steps": 1.5})
     with pytest.raises(ValueError, match="unknown mix key"):
         parse_settings({"mix": {"poetry": 1.0}})
+    with pytest.raises(ValueError, match=r"'activation' must be one of \['gelu_pytorch_tanh'"):
+        parse_settings({"activation": "relu"})
+    with pytest.raises(ValueError, match=r"'train_attention' must be one of \['eager', 'sdpa'\]"):
+        parse_settings({"train_attention": "flash"})
+
+
+def test_fused_gelu_is_gpt2s_gelu():
+    """The recipe's fused kernel computes GPT-2's own tanh GELU (to float32 rounding), so the
+    embedded model stays a GPT-2; the saved config names it and loads keep it."""
+    from transformers.activations import ACT2FN
+
+    x = torch.linspace(-8, 8, 10001)
+    fused, gpt2 = ACT2FN["gelu_pytorch_tanh"](x), ACT2FN["gelu_new"](x)
+    assert torch.allclose(fused, gpt2, rtol=0, atol=1e-6)
+    assert not torch.allclose(fused, ACT2FN["gelu"](x), rtol=0, atol=1e-4)  # not the erf GELU
+    model = build_model(parse_settings(MICRO), 50, 1, 0)
+    assert model.config.activation_function == "gelu_pytorch_tanh"
 
 
 @pytest.mark.parametrize("name", ["embedded", "embedded-test"])
@@ -278,6 +295,8 @@ def test_training_is_deterministic_and_atomic(tmp_path):
     assert metrics["tokens_seen"] > 0 and metrics["final_loss"] > 0
     assert "/" not in json.dumps(metrics)  # no paths
     assert json.loads((a / "timing.json").read_text())["train_s"] > 0
+    # The training kernel (eager attention) is not saved: loads use transformers' default.
+    assert "attn_implementation" not in (a / "config.json").read_text()
 
 
 @pytest.mark.slow

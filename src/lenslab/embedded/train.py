@@ -52,6 +52,7 @@ def build_model(s: EmbeddedSettings, vocab_size: int, pad_id: int, eos_id: int) 
         n_layer=s.n_layer,
         n_head=s.n_head,
         n_inner=4 * s.n_embd,
+        activation_function=s.activation,
         initializer_range=s.init_std,
         resid_pdrop=0.0,
         embd_pdrop=0.0,
@@ -263,6 +264,8 @@ class _Run:
         else:
             self.model = grow(self.model, s, self.pad, self.eos)
             freeze_blocks(self.model, s)
+        # Training only: the saved config does not keep the kernel, so loads use the default.
+        self.model.set_attn_implementation(s.train_attention)
         opt = _optimizer(self.model, s)
         self.model.train()
         start = self.restore(resume, opt) if resume is not None else first
