@@ -57,3 +57,23 @@ def test_light_script_imports_no_torch(name):
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert proc.returncode == 0, f"{name} imports {proc.stdout.strip()}\n{proc.stderr[-2000:]}"
+
+
+def test_snakemake_plans_without_torch():
+    """Snakemake validates the study and plans shards in its own process: every `snakemake`
+    call (dry runs included) pays for what that process imports, so it imports no torch.
+    (It does import transformers: validation tokenizes every prompt with the model's tokenizer.)"""
+    code = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('TORCH', 'torch' in sys.modules))\n"
+        "from snakemake.cli import main\n"
+        "sys.argv = ['snakemake', '-n', '--nolock', '--cores', '1', '--config', 'study=test']\n"
+        "main()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "TORCH False" in out, out[-3000:]

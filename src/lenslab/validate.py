@@ -256,8 +256,7 @@ def _f7(ctx: FigureContext) -> None:
 
 
 def _f13(ctx: FigureContext) -> None:
-    from lenslab.patching.config import parse_config
-    from lenslab.patching.corrupt import resolve_mode
+    from lenslab.patching.config import parse_config, resolve_mode
     from lenslab.patching.metrics import METRICS
 
     _keys(ctx, ("metric", "window", "prompt_ids", "max_prompts"))

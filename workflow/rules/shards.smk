@@ -3,7 +3,7 @@
 # write, so every later rule is unchanged. Sets with shards: 1 never use these rules.
 import re
 
-from lenslab.patching.corrupt import resolve_mode
+from lenslab.patching.config import resolve_mode
 from lenslab.resources import rule_resources
 from lenslab.shards import case_count, n_shards, prompt_slice, shard_bounds, shard_of
 

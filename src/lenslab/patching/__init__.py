@@ -23,7 +23,7 @@ _LAZY = {
     "METRICS": "lenslab.patching.metrics",
     "category_means": "lenslab.patching.metrics",
     "token_categories": "lenslab.patching.metrics",
-    "KINDS": "lenslab.patching.run",
+    "KINDS": "lenslab.patching.config",
     "Patch": "lenslab.patching.run",
     "Patcher": "lenslab.patching.run",
     "window_layers": "lenslab.patching.run",

@@ -7,11 +7,26 @@ Every key can be overridden for one prompt set under ``prompt_sets: {<name>: {..
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import partial
 from typing import Any
 
 from lenslab.errors import LensLabError
-from lenslab.patching.corrupt import MODES
-from lenslab.patching.run import KINDS, RUNNERS
+
+# The names a config may use. They live here, torch-free, because Snakemake validates studies
+# (and plans shards) in its own process, which should not pay for importing torch.
+MODES = ("auto", "pairs", "noise")  # how clean prompts are corrupted
+KINDS = ("resid", "attn", "mlp")  # which state a patch restores
+RUNNERS = ("auto", "suffix", "full")  # how patched runs are computed
+
+
+def resolve_mode(mode: str, prompt_set: Any) -> str:
+    """``auto``: pairs when the prompt set has pairs, else noise."""
+    if mode not in MODES:
+        raise LensLabError(f"patching mode {mode!r} is unknown", fix=f"use one of {MODES}")
+    if mode == "auto":
+        get = prompt_set.get if hasattr(prompt_set, "get") else partial(getattr, prompt_set)
+        return "pairs" if get("pairs", None) else "noise"
+    return mode
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,6 @@ from lenslab.models.adapter import ModelAdapter
 from lenslab.patching.run import embedding_std
 from lenslab.prompts import EncodedPrompt, encode_set, same_length
 
-MODES = ("auto", "pairs", "noise")
-
 
 @dataclass
 class Case:
@@ -51,15 +49,6 @@ class Case:
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
     return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
-
-
-def resolve_mode(mode: str, prompt_set: Any) -> str:
-    """``auto``: pairs when the prompt set has pairs, else noise."""
-    if mode not in MODES:
-        raise LensLabError(f"patching mode {mode!r} is unknown", fix=f"use one of {MODES}")
-    if mode == "auto":
-        return "pairs" if _get(prompt_set, "pairs") else "noise"
-    return mode
 
 
 def _answer(p: EncodedPrompt) -> int:

@@ -38,11 +38,9 @@ from torch import Tensor, nn
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
+from lenslab.patching.config import KINDS, RUNNERS
 
 log = logging.getLogger(__name__)
-
-KINDS = ("resid", "attn", "mlp")
-RUNNERS = ("auto", "suffix", "full")
 
 
 @dataclass(frozen=True)

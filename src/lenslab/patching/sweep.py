@@ -17,8 +17,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from lenslab.models.adapter import ModelAdapter
-from lenslab.patching.config import PatchingConfig
-from lenslab.patching.corrupt import Case, noise_cases, pair_cases, resolve_mode
+from lenslab.patching.config import PatchingConfig, resolve_mode
+from lenslab.patching.corrupt import Case, noise_cases, pair_cases
 from lenslab.patching.metrics import normalise
 from lenslab.patching.run import Patch, Patcher, window_layers
 
