@@ -52,6 +52,19 @@ def test_beam_table_is_deterministic(gpt2_adapter) -> None:
     ).all()
     with pytest.raises(LensLabError, match="outside the prompt"):
         lens_beam(lens, IDS, 1, position=10)
+    with pytest.raises(LensLabError, match="outside the prompt"):
+        beam_table(lens, "p", IDS, [10], width=3, depth=2)
+
+
+def test_beam_table_agrees_with_one_beam_at_a_time(gpt2_adapter) -> None:
+    """The table shares each position's first forward across layers; every beam must still be
+    what a separate search from that (layer, position) finds."""
+    lens = LogitLens(gpt2_adapter)
+    table = beam_table(lens, "p", IDS, [2, -1], width=3, depth=2)
+    for (pos, layer), rows in table.groupby(["position", "layer"]):
+        alone = lens_beam(lens, IDS, int(layer), int(pos), width=3, depth=2)
+        assert [list(c) for c in rows["tokens"]] == [c for c, _ in alone]
+        assert rows["logprob"].tolist() == [lp for _, lp in alone]
 
 
 def test_prefix_tokens_and_summed_probability() -> None:

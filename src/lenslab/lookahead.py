@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
@@ -31,6 +32,10 @@ BEAM_COLUMNS = ["prompt_id", "position", "layer", "rank", "tokens", "text", "log
 def _lens_logprobs(lens: Lens, seqs: Tensor, layer: int) -> Tensor:
     """Lens log-probabilities ``[B, V]`` at layer ``layer`` of the last position of ``seqs``."""
     _, resid = lens.adapter.run_with_resid(seqs)
+    return _lens_logprobs_of(lens, resid, layer)
+
+
+def _lens_logprobs_of(lens: Lens, resid: Tensor, layer: int) -> Tensor:
     return torch.log_softmax(lens.logits(resid[layer, :, -1], layer).float(), -1)
 
 
@@ -42,22 +47,24 @@ def lens_beam(
     position: int = -1,
     width: int = 5,
     depth: int = 3,
+    prefix_resid: Tensor | None = None,
 ) -> list[tuple[list[int], float]]:
     """The ``width`` best continuations of ``depth`` tokens read from ``layer`` at ``position``,
-    best first, as (token ids, summed lens log-probability). Ties go to the lower token id."""
+    best first, as (token ids, summed lens log-probability). Ties go to the lower token id.
+
+    ``prefix_resid``: the residual stream ``[L+1, 1, n, d]`` of the prompt up to ``position``
+    (the same for every layer, so a caller reading many layers runs it once)."""
     adapter = lens.adapter
     layer = adapter.check_layer(layer)
     if width < 1 or depth < 1:
         raise LensLabError(f"beam width={width}, depth={depth}", fix="use width, depth >= 1")
-    if not -len(ids) <= position < len(ids):
-        raise LensLabError(
-            f"position {position} is outside the prompt ({len(ids)} tokens)",
-            fix="choose a position inside the prompt (-1: the last token)",
-        )
-    prefix = torch.tensor([list(ids)[: position % len(ids) + 1]], device=adapter.device)
+    prefix = _prefix(ids, position, adapter.device)
     seqs, scores = prefix, torch.zeros(1, device=adapter.device)
-    for _ in range(depth):
-        logp = _lens_logprobs(lens, seqs, layer)  # [B, V]
+    for step in range(depth):
+        if step == 0 and prefix_resid is not None:
+            logp = _lens_logprobs_of(lens, prefix_resid, layer)
+        else:
+            logp = _lens_logprobs(lens, seqs, layer)  # [B, V]
         total = (scores[:, None] + logp).flatten()
         # A stable sort makes ties deterministic (lower beam, then lower token id, first).
         best = torch.sort(total, descending=True, stable=True).indices[:width]
@@ -66,6 +73,16 @@ def lens_beam(
         scores = total[best]
     n = prefix.shape[1]
     return [(s[n:].tolist(), float(v)) for s, v in zip(seqs, scores, strict=True)]
+
+
+def _prefix(ids: Sequence[int], position: int, device: torch.device) -> Tensor:
+    """The prompt up to and including ``position``, ``[1, n]``."""
+    if not -len(ids) <= position < len(ids):
+        raise LensLabError(
+            f"position {position} is outside the prompt ({len(ids)} tokens)",
+            fix="choose a position inside the prompt (-1: the last token)",
+        )
+    return torch.tensor([list(ids)[: position % len(ids) + 1]], device=device)
 
 
 def beam_table(
@@ -78,14 +95,21 @@ def beam_table(
     depth: int = 3,
 ) -> pd.DataFrame:
     """``lens_beam`` at every requested (layer, position), one row per beam."""
-    tok = lens.adapter.tokenizer
-    layers = range(lens.adapter.n_layers + 1) if layers is None else layers
+    adapter, tok = lens.adapter, lens.adapter.tokenizer
+    layers = range(adapter.n_layers + 1) if layers is None else layers
     rows = []
+    bar = tqdm(total=len(positions) * len(layers), desc="lens beams", mininterval=5.0)
     for t in positions:
+        # The prompt's first step is the same for every layer: one forward per position.
+        with torch.no_grad():
+            _, resid = adapter.run_with_resid(_prefix(ids, t, adapter.device))
         for layer in layers:
-            for rank, (cont, lp) in enumerate(lens_beam(lens, ids, layer, t, width, depth)):
+            beams = lens_beam(lens, ids, layer, t, width, depth, prefix_resid=resid)
+            for rank, (cont, lp) in enumerate(beams):
                 text = " ".join(tok.decode([i]).strip() for i in cont) if tok else str(cont)
                 rows.append((prompt_id, t % len(ids), layer, rank, cont, text, lp))
+            bar.update(1)
+    bar.close()
     return pd.DataFrame(rows, columns=BEAM_COLUMNS)
 
 
