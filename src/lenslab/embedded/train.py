@@ -63,7 +63,11 @@ def build_model(s: EmbeddedSettings, vocab_size: int, pad_id: int, eos_id: int) 
         tie_word_embeddings=True,
         loss_type="ForCausalLM",
     )
-    return GPT2LMHeadModel(config)
+    model = GPT2LMHeadModel(config)
+    # transformers picks the loss from the class name, which "GPT2LMHeadModel" does not match;
+    # naming it avoids a warning at every training start (the loss is the same).
+    model.loss_type = "ForCausalLM"
+    return model
 
 
 @torch.no_grad()
