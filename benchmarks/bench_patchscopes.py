@@ -1,4 +1,5 @@
-"""Benchmark: token-identity patchscope over every (layer, position), batched vs a naive loop.
+"""Benchmark: token-identity patchscope over every (layer, position), batched vs a naive loop;
+and patched generation (F12) with the prompt's keys and values cached vs rerun per token.
 
 Same process, same random GPT-2-small-shaped model (12 blocks, d=768, vocab 50257), one
 ``--tokens``-token source prompt and a 12-token target prompt; the patchscope reads every source
@@ -13,6 +14,10 @@ cell (13 residual states x T positions) through the target at l* = l:
 The naive loop is timed on every ``--naive-stride``-th cell (each call costs the same forward)
 and scaled to all cells; the timed cells' top-1 must equal the batched run's.
 
+Generation: the last source token's 13 states patched into the target's last position, greedy
+``--new-tokens`` tokens per row, ``patched_generate`` with ``use_cache=True`` (the default) vs
+``False`` (the whole patched sequence rerun for every token); the tokens must be identical.
+
     python benchmarks/bench_patchscopes.py [--threads 1] [--tokens 16] [--naive-stride 2]
 """
 
@@ -25,7 +30,7 @@ import torch
 
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny
-from lenslab.patchscopes import SourcePrompt, source_run, token_identity
+from lenslab.patchscopes import SourcePrompt, patched_generate, source_run, token_identity
 from lenslab.runtime import setup
 
 GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024)
@@ -60,6 +65,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--naive-stride", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=20)
     args = parser.parse_args()
     setup(args.threads)
     adapter = ModelAdapter(build_tiny("gpt2", **GPT2_SMALL), name="gpt2-small-shaped")
@@ -90,6 +96,24 @@ def main() -> None:
     print(f"ratio (naive / batched): {t_naive / t_batched:.1f}x   (goal >= 4x)")
     if not agree:
         raise SystemExit("batched and naive patchscopes disagree")
+    generation(adapter, target.tolist(), resid[:, -1], args.new_tokens)
+
+
+def generation(adapter: ModelAdapter, target: list[int], vecs: torch.Tensor, n_new: int) -> None:
+    layers = list(range(adapter.n_layers + 1))
+    times, tokens = {}, {}
+    for cache in (True, False):
+        start = time.perf_counter()
+        tokens[cache] = patched_generate(adapter, target, -1, layers, vecs, n_new, use_cache=cache)
+        times[cache] = time.perf_counter() - start
+    same = tokens[True] == tokens[False]
+    print(
+        f"generation, {len(layers)} rows x {n_new} tokens: cached {times[True]:.2f} s; "
+        f"rerun {times[False]:.2f} s; tokens identical: {same}"
+    )
+    print(f"ratio (rerun / cached): {times[False] / times[True]:.1f}x")
+    if not same:
+        raise SystemExit("cached and rerun generation disagree")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,16 @@ def test_cached_generation_equals_rerunning_the_patched_sequence(arch) -> None:
     assert len({tuple(g) for g in runs[-1]}) > 1, runs
 
 
+def test_generation_without_a_cache_falls_back_to_rerunning(gpt2_adapter, monkeypatch) -> None:
+    from lenslab.patchscopes import core
+
+    vecs = 30 * torch.randn(4, gpt2_adapter.d_model, generator=torch.Generator().manual_seed(0))
+    want = patched_generate(gpt2_adapter, TARGET, -1, [0, 1, 2, 3], vecs, max_new_tokens=5)
+    monkeypatch.setattr(core, "_cache_of", lambda out: None)  # a model that returns no cache
+    got = patched_generate(gpt2_adapter, TARGET, -1, [0, 1, 2, 3], vecs, max_new_tokens=5)
+    assert got == want and all(len(g) == 5 for g in got)
+
+
 def test_token_identity_table_and_lens_baseline(gpt2_adapter) -> None:
     """At l = l* = L the patchscope and the logit lens both give precision 1 by definition."""
     prompts = [SourcePrompt("a", IDS), SourcePrompt("b", TARGET[:5])]

@@ -169,8 +169,7 @@ def _prefix_cache(adapter: ModelAdapter, ids: Tensor, position: int):
         out = adapter.model(input_ids=ids[:, :position], use_cache=True)
     except (TypeError, ValueError):
         return None
-    # transformers 5 names the cache `cache` (earlier versions: `past_key_values`).
-    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    cache = _cache_of(out)
     return cache if hasattr(cache, "batch_repeat_interleave") else None
 
 
@@ -224,11 +223,18 @@ def _generate_cached(adapter, seq: Tensor, rows, position: int, n_new: int) -> T
         step = adapter.model(input_ids=seq, use_cache=True)
     new = [step.logits[:, -1].argmax(-1, keepdim=True)]
     for _ in range(n_new - 1):
-        step = adapter.model(
-            input_ids=new[-1], past_key_values=step.past_key_values, use_cache=True
-        )
+        cache = _cache_of(step)
+        if cache is None:  # a model that returns no cache: rerun the patched sequence
+            more = _generate_rerun(adapter, torch.cat([seq, *new], 1), rows, position, n_new - 1)
+            return torch.cat([*new, more], dim=1)
+        step = adapter.model(input_ids=new[-1], cache=cache, use_cache=True)
         new.append(step.logits[:, -1].argmax(-1, keepdim=True))
     return torch.cat(new, dim=1)
+
+
+def _cache_of(out):
+    # transformers 5 names the cache `cache` (earlier versions: `past_key_values`).
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
 @torch.no_grad()
