@@ -56,15 +56,42 @@ def test_beam_table_is_deterministic(gpt2_adapter) -> None:
         beam_table(lens, "p", IDS, [10], width=3, depth=2)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "opt"])
+def test_cached_beam_equals_rerunning_the_sequences(arch) -> None:
+    """Beams extend the prompt's key/value cache; rerunning the whole sequences at every step
+    (the reference) must find the same continuations with the same scores."""
+    from lenslab.models.adapter import ModelAdapter
+    from lenslab.models.tiny import build_tiny
+
+    adapter = ModelAdapter(build_tiny(arch, seed=2), tiny_tokenizer(), name=arch)
+    lens = LogitLens(adapter)
+    for layer in (1, adapter.n_layers):
+        for position in (-1, 3):
+            cached = lens_beam(lens, IDS, layer, position, width=4, depth=3)
+            rerun = lens_beam(lens, IDS, layer, position, width=4, depth=3, use_cache=False)
+            assert [c for c, _ in cached] == [c for c, _ in rerun], (arch, layer, position)
+            torch.testing.assert_close(
+                torch.tensor([v for _, v in cached]),
+                torch.tensor([v for _, v in rerun]),
+                atol=1e-4,
+                rtol=0,
+            )
+
+
 def test_beam_table_agrees_with_one_beam_at_a_time(gpt2_adapter) -> None:
     """The table shares each position's first forward across layers; every beam must still be
     what a separate search from that (layer, position) finds."""
     lens = LogitLens(gpt2_adapter)
     table = beam_table(lens, "p", IDS, [2, -1], width=3, depth=2)
     for (pos, layer), rows in table.groupby(["position", "layer"]):
-        alone = lens_beam(lens, IDS, int(layer), int(pos), width=3, depth=2)
+        alone = lens_beam(lens, IDS, int(layer), int(pos), width=3, depth=2, use_cache=False)
         assert [list(c) for c in rows["tokens"]] == [c for c, _ in alone]
-        assert rows["logprob"].tolist() == [lp for _, lp in alone]
+        torch.testing.assert_close(
+            torch.tensor(rows["logprob"].tolist()),
+            torch.tensor([lp for _, lp in alone]),
+            atol=1e-4,
+            rtol=0,
+        )
 
 
 def test_prefix_tokens_and_summed_probability() -> None:

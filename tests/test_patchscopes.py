@@ -119,7 +119,7 @@ def test_generation_without_a_cache_falls_back_to_rerunning(gpt2_adapter, monkey
 
     vecs = 30 * torch.randn(4, gpt2_adapter.d_model, generator=torch.Generator().manual_seed(0))
     want = patched_generate(gpt2_adapter, TARGET, -1, [0, 1, 2, 3], vecs, max_new_tokens=5)
-    monkeypatch.setattr(core, "_cache_of", lambda out: None)  # a model that returns no cache
+    monkeypatch.setattr(core, "output_cache", lambda out: None)  # a model that returns no cache
     got = patched_generate(gpt2_adapter, TARGET, -1, [0, 1, 2, 3], vecs, max_new_tokens=5)
     assert got == want and all(len(g) == 5 for g in got)
 

@@ -12,7 +12,9 @@ summing the probabilities of every token that is a prefix of the word.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -22,21 +24,50 @@ from tqdm.auto import tqdm
 
 from lenslab.errors import LensLabError
 from lenslab.lenses.base import Lens
+from lenslab.models.adapter import ModelAdapter, output_cache
 from lenslab.options import BeamOptions
 from lenslab.prompts import encode, encode_set
 
 BEAM_COLUMNS = ["prompt_id", "position", "layer", "rank", "tokens", "text", "logprob"]
 
 
+@dataclass
+class _Prompt:
+    """One forward of the prompt up to the beam's position: its residual stream
+    ``[L+1, 1, n, d]`` and its key/value cache (None: the model gives none to reuse)."""
+
+    ids: Tensor
+    resid: Tensor
+    cache: Any | None
+
+
 @torch.no_grad()
-def _lens_logprobs(lens: Lens, seqs: Tensor, layer: int) -> Tensor:
-    """Lens log-probabilities ``[B, V]`` at layer ``layer`` of the last position of ``seqs``."""
-    _, resid = lens.adapter.run_with_resid(seqs)
-    return _lens_logprobs_of(lens, resid, layer)
+def _run_prompt(adapter: ModelAdapter, ids: Sequence[int], position: int, use_cache: bool):
+    prefix = _prefix(ids, position, adapter.device)
+    states: list[Tensor] = []
+    with adapter.record_resid(states):
+        out = adapter.model(input_ids=prefix, use_cache=use_cache)
+    cache = output_cache(out) if use_cache else None
+    return _Prompt(prefix, torch.stack(states), cache if hasattr(cache, "reorder_cache") else None)
 
 
-def _lens_logprobs_of(lens: Lens, resid: Tensor, layer: int) -> Tensor:
+def _lens_logprobs(lens: Lens, resid: Tensor, layer: int) -> Tensor:
+    """Lens log-probabilities ``[B, V]`` at layer ``layer`` of the last position of ``resid``."""
     return torch.log_softmax(lens.logits(resid[layer, :, -1], layer).float(), -1)
+
+
+@torch.no_grad()
+def _next_logprobs(lens: Lens, seqs: Tensor, cache: Any | None, layer: int):
+    """The lens at ``layer`` after each beam's last token: from the cache when there is one
+    (only the new tokens run), else by rerunning the whole sequences. Returns (logp, cache)."""
+    adapter = lens.adapter
+    if cache is None:
+        _, resid = adapter.run_with_resid(seqs)
+        return _lens_logprobs(lens, resid, layer), None
+    states: list[Tensor] = []
+    with adapter.record_resid(states):
+        out = adapter.model(input_ids=seqs[:, -1:], cache=cache, use_cache=True)
+    return _lens_logprobs(lens, torch.stack(states), layer), output_cache(out)
 
 
 @torch.no_grad()
@@ -47,31 +78,36 @@ def lens_beam(
     position: int = -1,
     width: int = 5,
     depth: int = 3,
-    prefix_resid: Tensor | None = None,
+    use_cache: bool = True,
+    prompt: _Prompt | None = None,
 ) -> list[tuple[list[int], float]]:
     """The ``width`` best continuations of ``depth`` tokens read from ``layer`` at ``position``,
     best first, as (token ids, summed lens log-probability). Ties go to the lower token id.
 
-    ``prefix_resid``: the residual stream ``[L+1, 1, n, d]`` of the prompt up to ``position``
-    (the same for every layer, so a caller reading many layers runs it once)."""
+    ``use_cache``: the prompt runs once and each further token reuses its keys and values (a
+    long prompt then costs one forward, not one per beam step); ``False`` reruns the whole
+    sequences at every step (the reference). ``prompt``: that first forward, shared by a caller
+    that reads many layers (:func:`beam_table`)."""
     adapter = lens.adapter
     layer = adapter.check_layer(layer)
     if width < 1 or depth < 1:
         raise LensLabError(f"beam width={width}, depth={depth}", fix="use width, depth >= 1")
-    prefix = _prefix(ids, position, adapter.device)
-    seqs, scores = prefix, torch.zeros(1, device=adapter.device)
+    prompt = prompt or _run_prompt(adapter, ids, position, use_cache)
+    cache = copy.deepcopy(prompt.cache)  # the beams extend it; the prompt's stays as it was
+    seqs, scores = prompt.ids, torch.zeros(1, device=adapter.device)
+    logp = _lens_logprobs(lens, prompt.resid, layer)
     for step in range(depth):
-        if step == 0 and prefix_resid is not None:
-            logp = _lens_logprobs_of(lens, prefix_resid, layer)
-        else:
-            logp = _lens_logprobs(lens, seqs, layer)  # [B, V]
+        if step > 0:
+            logp, cache = _next_logprobs(lens, seqs, cache, layer)  # [B, V]
         total = (scores[:, None] + logp).flatten()
         # A stable sort makes ties deterministic (lower beam, then lower token id, first).
         best = torch.sort(total, descending=True, stable=True).indices[:width]
         beam, tok = best // logp.shape[1], best % logp.shape[1]
         seqs = torch.cat([seqs[beam], tok[:, None]], dim=1)
         scores = total[best]
-    n = prefix.shape[1]
+        if cache is not None:
+            cache.reorder_cache(beam)  # row i of the cache now belongs to beam i
+    n = prompt.ids.shape[1]
     return [(s[n:].tolist(), float(v)) for s, v in zip(seqs, scores, strict=True)]
 
 
@@ -100,11 +136,10 @@ def beam_table(
     rows = []
     bar = tqdm(total=len(positions) * len(layers), desc="lens beams", mininterval=5.0)
     for t in positions:
-        # The prompt's first step is the same for every layer: one forward per position.
-        with torch.no_grad():
-            _, resid = adapter.run_with_resid(_prefix(ids, t, adapter.device))
+        # The prompt's forward is the same for every layer: one per position.
+        prompt = _run_prompt(adapter, ids, t, use_cache=True)
         for layer in layers:
-            beams = lens_beam(lens, ids, layer, t, width, depth, prefix_resid=resid)
+            beams = lens_beam(lens, ids, layer, t, width, depth, prompt=prompt)
             for rank, (cont, lp) in enumerate(beams):
                 text = " ".join(tok.decode([i]).strip() for i in cont) if tok else str(cont)
                 rows.append((prompt_id, t % len(ids), layer, rank, cont, text, lp))

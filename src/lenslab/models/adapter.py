@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -281,6 +282,12 @@ def logit_multiplier(config: object) -> float:
         if isinstance(value, int | float) and not isinstance(value, bool) and value != 1:
             factor = factor * value if multiply else factor / value
     return factor
+
+
+def output_cache(out: object) -> Any:
+    """The key/value cache a forward returned (transformers 5 names it ``cache``, earlier
+    versions ``past_key_values``), or None."""
+    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
 def _first_tensor(output: object) -> Tensor:

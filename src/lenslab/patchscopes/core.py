@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lenslab.errors import LensLabError
-from lenslab.models.adapter import ModelAdapter
+from lenslab.models.adapter import ModelAdapter, output_cache
 
 Mapping = Callable[[Tensor], Tensor]
 
@@ -169,7 +169,7 @@ def _prefix_cache(adapter: ModelAdapter, ids: Tensor, position: int):
         out = adapter.model(input_ids=ids[:, :position], use_cache=True)
     except (TypeError, ValueError):
         return None
-    cache = _cache_of(out)
+    cache = output_cache(out)
     return cache if hasattr(cache, "batch_repeat_interleave") else None
 
 
@@ -223,18 +223,13 @@ def _generate_cached(adapter, seq: Tensor, rows, position: int, n_new: int) -> T
         step = adapter.model(input_ids=seq, use_cache=True)
     new = [step.logits[:, -1].argmax(-1, keepdim=True)]
     for _ in range(n_new - 1):
-        cache = _cache_of(step)
+        cache = output_cache(step)
         if cache is None:  # a model that returns no cache: rerun the patched sequence
             more = _generate_rerun(adapter, torch.cat([seq, *new], 1), rows, position, n_new - 1)
             return torch.cat([*new, more], dim=1)
         step = adapter.model(input_ids=new[-1], cache=cache, use_cache=True)
         new.append(step.logits[:, -1].argmax(-1, keepdim=True))
     return torch.cat(new, dim=1)
-
-
-def _cache_of(out):
-    # transformers 5 names the cache `cache` (earlier versions: `past_key_values`).
-    return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
 @torch.no_grad()
