@@ -161,8 +161,14 @@ def test_workflow_rules_request_the_computed_resources(tmp_path) -> None:
     small = [m for w, m in extract.items() if "model=gpt2," in w]
     assert xl and small and min(xl) > max(small) and min(xl) > 5941
     # every rule that loads the model asks for its memory, not the light default (the scale
-    # study measured 7.2 GiB for F11's patchscopes at GPT-2-XL shape)
-    for rule in ("patchscope_identity", "patchscope_entities", "attribute_lens", "lens_beam"):
+    # study measured 7.2 GiB for F11's patchscopes and 6.8 GiB for F7's figure at GPT-2-XL shape)
+    for rule in (
+        "patchscope_identity",
+        "patchscope_entities",
+        "attribute_lens",
+        "lens_beam",
+        "figure_F7",
+    ):
         asked = [m for (r, w), m in mem.items() if r == rule and "model=gpt2-xl," in w]
         assert asked and min(asked) > 5941, rule
     figures = [m for (r, _), m in mem.items() if r.startswith("figure_") and r != "figure_F7"]

@@ -74,6 +74,11 @@ rule figure_F7:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         options=tuned_option("F7"),
+    # F7 decodes the prompt's states through both lenses (its hover shows top-k tokens), so it
+    # loads the model: the scale study measured 6.8 GiB at GPT-2-XL shape.
+    threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
     script:
         "../../scripts/figure_tuned_lens.py"
 
