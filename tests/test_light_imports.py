@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -59,7 +60,7 @@ def test_light_script_imports_no_torch(name):
     assert proc.returncode == 0, f"{name} imports {proc.stdout.strip()}\n{proc.stderr[-2000:]}"
 
 
-def test_snakemake_plans_without_torch():
+def test_snakemake_plans_without_torch(tmp_path):
     """Snakemake validates the study and plans shards in its own process: every `snakemake`
     call (dry runs included) pays for what that process imports, so it imports no torch.
     (It does import transformers: validation tokenizes every prompt with the model's tokenizer.)"""
@@ -71,8 +72,14 @@ def test_snakemake_plans_without_torch():
         "main()\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    project = copy_project(tmp_path / "project")  # a dry run still writes .snakemake/ there
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", code],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
