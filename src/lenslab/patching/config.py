@@ -7,7 +7,6 @@ Every key can be overridden for one prompt set under ``prompt_sets: {<name>: {..
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import partial
 from typing import Any
 
 from lenslab.errors import LensLabError
@@ -24,8 +23,9 @@ def resolve_mode(mode: str, prompt_set: Any) -> str:
     if mode not in MODES:
         raise LensLabError(f"patching mode {mode!r} is unknown", fix=f"use one of {MODES}")
     if mode == "auto":
-        get = prompt_set.get if hasattr(prompt_set, "get") else partial(getattr, prompt_set)
-        return "pairs" if get("pairs", None) else "noise"
+        has_get = hasattr(prompt_set, "get")
+        pairs = prompt_set.get("pairs") if has_get else getattr(prompt_set, "pairs", None)
+        return "pairs" if pairs else "noise"
     return mode
 
 

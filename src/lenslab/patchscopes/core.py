@@ -225,7 +225,8 @@ def _generate_cached(adapter, seq: Tensor, rows, position: int, n_new: int) -> T
     for _ in range(n_new - 1):
         cache = output_cache(step)
         if cache is None:  # a model that returns no cache: rerun the patched sequence
-            more = _generate_rerun(adapter, torch.cat([seq, *new], 1), rows, position, n_new - 1)
+            done = torch.cat([seq, *new], 1)
+            more = _generate_rerun(adapter, done, rows, position, n_new - len(new))
             return torch.cat([*new, more], dim=1)
         step = adapter.model(input_ids=new[-1], cache=cache, use_cache=True)
         new.append(step.logits[:, -1].argmax(-1, keepdim=True))
