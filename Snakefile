@@ -37,6 +37,7 @@ include: "workflow/rules/benchmarks.smk"
 
 
 add_logs()
+add_code_inputs()
 
 
 # Every table and figure of the study, not only the report: whatever was deleted, killed or

@@ -5,6 +5,7 @@ from pathlib import Path
 from lenslab.extract import load_activations
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
+from lenslab.lenses.catalog import fitted_dir
 from lenslab.lenses.registry import build_lens
 from lenslab.models import load_model
 from lenslab.prompts import encode_set
@@ -20,8 +21,7 @@ name = snakemake.wildcards.lens
 adapter = load_model(params.model, params.model_path)
 prompts = encode_set(adapter.tokenizer, params.prompts, params.model.get("prepend_bos"))
 acts = load_activations(Path(snakemake.input.resid).parent)
-tuned = getattr(snakemake.input, "tuned", None)
-lens = build_lens(name, adapter, Path(tuned).parent if tuned else None)
+lens = build_lens(name, adapter, fitted_dir(snakemake.input, name))
 table, tracked = apply_lens(lens, acts, prompts, cfg, adapter.tokenizer, lens_name=name)
 write_parquet(table, snakemake.output.table)
 write_parquet(tracked, snakemake.output.targets)

@@ -1,9 +1,8 @@
 """Rule patchscope_identity (F11 table): token-identity patchscope vs lenses on one prompt set."""
 
-from pathlib import Path
-
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
+from lenslab.lenses.catalog import fitted_dir
 from lenslab.lenses.registry import build_lens
 from lenslab.models import load_model
 from lenslab.options import IdentityOptions, parse_options
@@ -16,8 +15,8 @@ setup()
 params = snakemake.params
 opts = parse_options(IdentityOptions, params.options)
 adapter = load_model(params.model, params.model_path)
-tuned = getattr(snakemake.input, "tuned", None)
-lens_dir = Path(tuned).parent if tuned else None
-lenses = {name: build_lens(name, adapter, lens_dir) for name in params.lenses}
+lenses = {
+    name: build_lens(name, adapter, fitted_dir(snakemake.input, name)) for name in params.lenses
+}
 table = run_identity(adapter, params.prompts, opts, lenses, params.model.get("prepend_bos"))
 write_parquet(table, snakemake.output.table)

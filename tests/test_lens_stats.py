@@ -11,8 +11,9 @@ import torch
 
 from lenslab.errors import LensLabError
 from lenslab.extract import extract
+from lenslab.lenses.catalog import LENS_NAMES
 from lenslab.lenses.logit import LogitLens
-from lenslab.lenses.registry import LENS_NAMES, build_lens
+from lenslab.lenses.registry import build_lens
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny, tiny_tokenizer
 from lenslab.prompts import encode_prompt, encode_set

@@ -10,7 +10,6 @@ ATTRIBUTE = res("attribute/{model}/{prompts}")
 rule attribute_lens:
     input:
         unpack(model_input),
-        code=lib("lenses/attribute", "lenses/base", "relations", "options", "stats/aggregate", "patchscopes", "models", "prompts"),
     output:
         lenses=f"{ATTRIBUTE}/lre.safetensors",
         table=f"{ATTRIBUTE}/faithfulness.parquet",
@@ -32,7 +31,6 @@ rule figure_F9:
     input:
         summary=rules.attribute_lens.output.summary,
         view=rules.attribute_lens.output.view,
-        code=lib("figures/attribute", "figures/tables", "figures/save", "options"),
     output:
         png=res("figures/F9_{model}_{prompts}.png"),
         svg=res("figures/F9_{model}_{prompts}.svg"),

@@ -6,7 +6,6 @@
 rule dla:
     input:
         unpack(model_input),
-        code=lib("attribution", "prompts", "models"),
     output:
         table=res("attribution/{model}/{prompts}.parquet"),
     params:
@@ -23,7 +22,6 @@ rule dla:
 rule figure_F10:
     input:
         table=rules.dla.output.table,
-        code=lib("figures/dla", "figures/save"),
     output:
         png=report(res("figures/F10_{model}_{prompts}.png"), caption="../report/F10.rst", category="attribution", subcategory="{model}", labels={"figure": "F10", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F10_{model}_{prompts}.svg"),

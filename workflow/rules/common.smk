@@ -1,5 +1,5 @@
-# Shared helpers for every rule file: the composed config, result paths, model paths, library
-# dependencies and the figure registry. Included first by the Snakefile.
+# Shared helpers for every rule file: the composed config, result paths, model paths, computed
+# library inputs and the figure registry. Included first by the Snakefile.
 import os
 import sys
 from pathlib import Path
@@ -32,21 +32,23 @@ def _relative(path):
     return os.path.relpath(path, Path.cwd())
 
 
-LIB = Path(_relative(Path(workflow.basedir) / "src" / "lenslab"))
+SRC = Path(_relative(Path(workflow.basedir) / "src"))
 SCRIPTS = Path(_relative(Path(workflow.basedir) / "scripts"))
 
 
-def lib(*modules):
-    """Library source files a rule depends on, so that editing them reruns the rule.
+def add_code_inputs():
+    """Give every rule that runs a script the library files that script runs (its transitive
+    lenslab imports, lenslab.codedeps) as the input ``code``, so editing a module reruns exactly
+    the jobs that use it. Computed, never listed by hand: a new rule or import needs no edit.
+    Called by the Snakefile after every rule file is included."""
+    from lenslab.codedeps import library_inputs
 
-    Names are module paths below src/lenslab ("extract", "models/adapter"); a package name
-    ("lenses") stands for every file in it.
-    """
-    files = []
-    for name in ("errors", "io", "config", "runtime", "joblog", *modules):
-        path = LIB / name
-        files += sorted(map(str, path.rglob("*.py"))) if path.is_dir() else [f"{path}.py"]
-    return files
+    for rule_ in workflow.rules:
+        if rule_.script:
+            script = SCRIPTS / Path(rule_.script).name
+            # What the `input:` directive does: paths go through the rule's path modifier.
+            rule_.input_modifier = rule_.output_modifier
+            rule_.set_input(code=library_inputs(script, SRC))
 
 
 def model_cfg(model):
@@ -75,6 +77,14 @@ validate_study(CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS
 
 def prompts_cfg(prompts):
     return to_plain(CFG.prompts[prompts])
+
+
+def fitted_inputs(model, lenses):
+    """Each lens's fitted file (lenslab.lenses.catalog: the tuned lens's params.pt, ...) as a
+    named input; the logit lens has none."""
+    from lenslab.lenses.catalog import fitted_file, fitted_key
+
+    return {fitted_key(n): res(f) for n in lenses if (f := fitted_file(n, model))}
 
 
 def stage_cfg(stage):

@@ -5,7 +5,6 @@ rule difference:
     input:
         unpack(model_input),
         acts=res("activations/{model}/{prompts}/resid.safetensors"),
-        code=lib("difference", "prompts", "extract", "models"),
     output:
         table=res("tables/{model}/{prompts}/F1_difference.parquet"),
     params:
@@ -21,7 +20,6 @@ rule difference:
 rule figure_F1:
     input:
         table=rules.difference.output.table,
-        code=lib("figures/difference", "figures/save"),
     output:
         png=report(res("figures/F1_{model}_{prompts}.png"), caption="../report/F1.rst", category="hidden-state differences", subcategory="{model}", labels={"figure": "F1", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F1_{model}_{prompts}.svg"),

@@ -4,7 +4,6 @@
 rule extract:
     input:
         unpack(model_input),
-        code=lib("extract", "prompts", "models"),
     output:
         resid=res("activations/{model}/{prompts}/resid.safetensors"),
         tokens=res("activations/{model}/{prompts}/tokens.parquet"),

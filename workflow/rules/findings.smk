@@ -13,7 +13,6 @@ rule findings:
         patching=lambda w: res(f"patching/{w.model}/{CFG.study.findings.patching}.parquet"),
         tracked=lambda w: res(f"lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet"),
         tuned=f"{TUNED}/eval.parquet",
-        code=lib("findings", "patching/metrics"),
     output:
         table=res("tables/findings_{model}.parquet"),
     params:

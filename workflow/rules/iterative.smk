@@ -5,7 +5,6 @@
 rule iterative:
     input:
         unpack(model_input),
-        code=lib("iterative", "prompts", "models"),
     output:
         table=res("iterative/{model}/{prompts}.parquet"),
     params:
@@ -22,7 +21,6 @@ rule iterative:
 rule figure_F14:
     input:
         table=rules.iterative.output.table,
-        code=lib("figures/iterative", "figures/save", "stats/aggregate"),
     output:
         png=report(res("figures/F14_{model}_{prompts}.png"), caption="../report/F14.rst", category="iterative inference", subcategory="{model}", labels={"figure": "F14", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F14_{model}_{prompts}.svg"),

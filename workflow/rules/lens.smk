@@ -6,12 +6,15 @@ LENS = parse_lens_config(stage_cfg("lens"))  # a bad lens block fails here, befo
 
 
 def lens_inputs(wildcards):
-    """Activations of the prompt set; the tuned lens also needs its trained parameters."""
-    base = res(f"activations/{wildcards.model}/{wildcards.prompts}")
+    """Activations of the prompt set (one shard's when the set is sharded); a fitted lens also
+    needs its fitted file."""
+    shard = getattr(wildcards, "shard", None)
+    if shard is None:
+        base = res(f"activations/{wildcards.model}/{wildcards.prompts}")
+    else:
+        base = shard_dir("activations", wildcards.model, wildcards.prompts, shard)
     inputs = {"resid": f"{base}/resid.safetensors", "tokens": f"{base}/tokens.parquet"}
-    if wildcards.lens == "tuned":
-        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
-    return inputs
+    return inputs | fitted_inputs(wildcards.model, [wildcards.lens])
 
 
 def lens_files(model, prompts, lenses=None, suffix="parquet"):
@@ -32,7 +35,6 @@ rule apply_lens:
     input:
         unpack(model_input),
         unpack(lens_inputs),
-        code=lib("lenses", "stats", "models", "prompts", "extract"),
     output:
         table=res("lens/{model}/{prompts}/{lens}.parquet"),
         targets=res("lens/{model}/{prompts}/{lens}.targets.parquet"),
@@ -54,7 +56,6 @@ rule lens_tables:
     input:
         tables=lambda w: lens_files(w.model, w.prompts),
         targets=lambda w: lens_files(w.model, w.prompts, suffix="targets.parquet"),
-        code=lib("stats"),
     output:
         means=res("lens/{model}/{prompts}/agg/layer_means.parquet"),
         compare=res("lens/{model}/{prompts}/agg/lens_compare.parquet"),
@@ -73,7 +74,6 @@ rule figure_logit_lens:
         table=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)])[0],
         targets=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)], "targets.parquet")[0],
         means=rules.lens_tables.output.means,
-        code=lib("figures/logit_lens", "figures/save", "figures/interactive", "lenses/registry", "stats/config"),
     output:
         png=report(res("figures/{fid}_{model}_{prompts}.png"), caption="../report/logit_lens.rst", category="logit lens", subcategory="{model}", labels={"figure": "{fid}", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/{fid}_{model}_{prompts}.svg"),
@@ -93,7 +93,6 @@ rule figure_logit_lens:
 rule figure_F17:
     input:
         means=rules.lens_tables.output.means,
-        code=lib("figures/distances", "figures/save", "lenses/registry", "stats/config"),
     output:
         png=report(res("figures/F17_{model}_{prompts}.png"), caption="../report/F17.rst", category="logit lens", subcategory="{model}", labels={"figure": "F17", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F17_{model}_{prompts}.svg"),

@@ -5,7 +5,6 @@
 rule figure_F16:
     input:
         table=lambda w: lens_files(w.model, w.prompts, ["logit"])[0],
-        code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
         png=report(res("figures/F16_{model}_{prompts}.png"), caption="../report/F16.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F16_{model}_{prompts}.svg"),
@@ -21,7 +20,6 @@ rule figure_F16:
 rule detour:
     input:
         unpack(model_input),
-        code=lib("lookahead", "lenses/base", "lenses/logit", "models", "prompts"),
     output:
         table=res("lookahead/{model}/{prompts}.detour.parquet"),
     params:
@@ -38,7 +36,6 @@ rule detour:
 rule figure_F16b:
     input:
         targets=rules.detour.output.table,
-        code=lib("figures/lookahead", "figures/save", "stats/aggregate"),
     output:
         png=report(res("figures/F16b_{model}_{prompts}.png"), caption="../report/F16b.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16b", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F16b_{model}_{prompts}.svg"),
@@ -55,7 +52,6 @@ register_figure("F16b", lambda m, p: figure_files("F16b", m, p))
 rule lens_beam:
     input:
         unpack(model_input),
-        code=lib("lookahead", "options", "lenses/base", "lenses/logit", "models", "prompts"),
     output:
         table=res("lookahead/{model}/{prompts}.beam.parquet"),
     params:
@@ -73,7 +69,6 @@ rule lens_beam:
 rule figure_F16c:
     input:
         table=rules.lens_beam.output.table,
-        code=lib("figures/lookahead", "figures/tables", "figures/save", "options"),
     output:
         png=res("figures/F16c_{model}_{prompts}.png"),
         svg=res("figures/F16c_{model}_{prompts}.svg"),

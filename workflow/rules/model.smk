@@ -6,8 +6,6 @@ rule train_embedded:
         model_dir=directory("results/models/{model}"),
     params:
         settings=lambda w: model_cfg(w.model)["embedded"],
-    input:
-        lib("embedded"),
     threads: 2
     resources:
         **job_resources("train_embedded"),

@@ -18,7 +18,6 @@ def patching_settings(prompts):
 rule patching:
     input:
         unpack(model_input),
-        code=lib("patching", "prompts", "models"),
     output:
         table=res("patching/{model}/{prompts}.parquet"),
     params:
@@ -37,7 +36,6 @@ rule patching:
 rule figure_F13:
     input:
         table=rules.patching.output.table,
-        code=lib("figures/patching", "figures/save", "figures/interactive", "figures/logit_lens", "patching/metrics"),
     output:
         heatmap=report(res("figures/F13_{model}_{prompts}.png"), caption="../report/F13.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13", "model": "{model}", "prompts": "{prompts}"}),
         heatmap_svg=res("figures/F13_{model}_{prompts}.svg"),

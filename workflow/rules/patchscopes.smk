@@ -12,16 +12,12 @@ def identity_lenses():
 
 
 def identity_inputs(wildcards):
-    inputs = model_input(wildcards)
-    if "tuned" in identity_lenses():
-        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
-    return inputs
+    return model_input(wildcards) | fitted_inputs(wildcards.model, identity_lenses())
 
 
 rule patchscope_identity:
     input:
         unpack(identity_inputs),
-        code=lib("patchscopes", "options", "lenses", "models", "prompts"),
     output:
         table=f"{PATCHSCOPES}/identity.parquet",
     params:
@@ -40,7 +36,6 @@ rule patchscope_identity:
 rule patchscope_entities:
     input:
         unpack(model_input),
-        code=lib("patchscopes", "options", "models", "prompts"),
     output:
         table=f"{PATCHSCOPES}/entities.parquet",
     params:
@@ -58,7 +53,6 @@ rule patchscope_entities:
 rule figure_F11:
     input:
         table=rules.patchscope_identity.output.table,
-        code=lib("figures/patchscopes", "figures/tables", "figures/save", "lenses/registry", "options", "stats/aggregate"),
     output:
         png=res("figures/F11_{model}_{prompts}.png"),
         svg=res("figures/F11_{model}_{prompts}.svg"),
@@ -73,7 +67,6 @@ rule figure_F11:
 rule figure_F12:
     input:
         table=rules.patchscope_entities.output.table,
-        code=lib("figures/patchscopes", "figures/tables", "figures/save", "options", "stats/aggregate"),
     output:
         png=res("figures/F12_{model}_{prompts}.png"),
         svg=res("figures/F12_{model}_{prompts}.svg"),

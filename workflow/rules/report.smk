@@ -14,7 +14,6 @@ rule report:
         # The findings tables (lenslab.findings) first, then tables other rule files add.
         tables=lambda w: [res(f"tables/findings_{m}.parquet") for m in findings_models()]
         + REPORT_TABLES,
-        code=lib("report", "report_js", "figures/save"),
     output:
         html=report(res("report.html"), caption="../report/report.rst", category="report"),
     params:

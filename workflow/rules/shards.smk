@@ -44,7 +44,6 @@ def shard_dir(stage, model, prompts, shard):
 rule extract_shard:
     input:
         unpack(model_input),
-        code=lib("extract", "prompts", "models", "shards"),
     output:
         resid=res("activations/{model}/{prompts}/shards/{shard}/resid.safetensors"),
         tokens=res("activations/{model}/{prompts}/shards/{shard}/tokens.parquet"),
@@ -63,19 +62,10 @@ rule extract_shard:
         "../../scripts/extract.py"
 
 
-def lens_shard_inputs(wildcards):
-    base = shard_dir("activations", wildcards.model, wildcards.prompts, wildcards.shard)
-    inputs = {"resid": f"{base}/resid.safetensors", "tokens": f"{base}/tokens.parquet"}
-    if wildcards.lens == "tuned":
-        inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
-    return inputs
-
-
 rule apply_lens_shard:
     input:
         unpack(model_input),
-        unpack(lens_shard_inputs),
-        code=lib("lenses", "stats", "models", "prompts", "extract", "shards"),
+        unpack(lens_inputs),
     output:
         table=res("lens/{model}/{prompts}/shards/{shard}/{lens}.parquet"),
         targets=res("lens/{model}/{prompts}/shards/{shard}/{lens}.targets.parquet"),
@@ -107,7 +97,6 @@ rule gather_lens:
     input:
         table=lambda w: lens_shard_files(w, "parquet"),
         targets=lambda w: lens_shard_files(w, "targets.parquet"),
-        code=lib("shards"),
     output:
         table=res("lens/{model}/{prompts}/{lens}.parquet"),
         targets=res("lens/{model}/{prompts}/{lens}.targets.parquet"),
@@ -124,7 +113,6 @@ rule gather_lens:
 rule patching_shard:
     input:
         unpack(model_input),
-        code=lib("patching", "prompts", "models", "shards"),
     output:
         table=res("patching/{model}/{prompts}/shards/{shard}.parquet"),
     wildcard_constraints:
@@ -149,7 +137,7 @@ rule patching_shard:
             },
         ),
     script:
-        "../../scripts/patching_shard.py"
+        "../../scripts/patching.py"
 
 
 rule gather_patching:
@@ -158,7 +146,6 @@ rule gather_patching:
             res(f"patching/{w.model}/{w.prompts}/shards/{k}.parquet")
             for k in range(len(case_bounds(w.prompts)))
         ],
-        code=lib("shards"),
     output:
         table=res("patching/{model}/{prompts}.parquet"),
     wildcard_constraints:

@@ -11,14 +11,11 @@ def tuned_option(fid):
 
 
 TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
-# Library files each rule runs (editing them reruns the rule); "embedded" draws held-out text.
-TUNED_LIB = ["lenses/base", "lenses/tuned", "lenses/tuned_config", "models", "embedded"]
 
 
 rule train_tuned_lens:
     input:
         unpack(model_input),
-        code=lib(*TUNED_LIB, "lenses/tuned_train"),
     output:
         params=f"{TUNED}/params.pt",
         config=f"{TUNED}/config.json",
@@ -41,7 +38,6 @@ rule eval_tuned_lens:
         unpack(model_input),
         params=rules.train_tuned_lens.output.params,
         config=rules.train_tuned_lens.output.config,
-        code=lib(*TUNED_LIB, "lenses/logit", "lenses/tuned_eval"),
     output:
         eval=f"{TUNED}/eval.parquet",
         drift=f"{TUNED}/drift.parquet",
@@ -65,7 +61,6 @@ rule figure_F7:
         config=rules.train_tuned_lens.output.config,
         eval=rules.eval_tuned_lens.output.eval,
         acts=res("activations/{model}/{prompts}/resid.safetensors"),
-        code=lib(*TUNED_LIB, "lenses/logit", "extract", "figures/tuned_lens", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
         png=report(res("figures/F7_{model}_{prompts}.png"), caption="../report/F7.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F7", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F7_{model}_{prompts}.svg"),
@@ -86,7 +81,6 @@ rule figure_F7:
 rule figure_F8:
     input:
         drift=rules.eval_tuned_lens.output.drift,
-        code=lib("figures/tuned_lens", "figures/save"),
     output:
         png=report(res("figures/F8_{model}_{prompts}.png"), caption="../report/F8.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F8", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F8_{model}_{prompts}.svg"),

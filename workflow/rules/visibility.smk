@@ -5,7 +5,6 @@
 rule visibility:
     input:
         unpack(model_input),
-        code=lib("visibility", "prompts", "models"),
     output:
         table=res("visibility/{model}/{prompts}.parquet"),
     params:
@@ -24,7 +23,6 @@ rule visibility:
 rule figure_F15:
     input:
         table=rules.visibility.output.table,
-        code=lib("figures/visibility", "figures/save", "figures/interactive", "figures/logit_lens"),
     output:
         png=report(res("figures/F15_{model}_{prompts}.png"), caption="../report/F15.rst", category="visibility", subcategory="{model}", labels={"figure": "F15", "model": "{model}", "prompts": "{prompts}"}),
         svg=res("figures/F15_{model}_{prompts}.svg"),

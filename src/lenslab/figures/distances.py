@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
-from lenslab.lenses.registry import lens_caption  # noqa: E402
+from lenslab.lenses.catalog import lens_caption  # noqa: E402
 from lenslab.stats.config import LensConfig  # noqa: E402
 
 # metric -> (panel title, y label, is a similarity (1 = identical) rather than a distance)

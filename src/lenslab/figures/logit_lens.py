@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
 from lenslab.figures.save import layer_label  # noqa: E402
-from lenslab.lenses.registry import lens_caption  # noqa: E402
+from lenslab.lenses.catalog import lens_caption  # noqa: E402
 from lenslab.stats.config import LensConfig  # noqa: E402
 
 FIGURE_IDS = ("F2", "F3", "F4", "F5", "F6")

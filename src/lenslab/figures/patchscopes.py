@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from lenslab.figures.tables import clip, text_table  # noqa: E402
-from lenslab.lenses.registry import lens_caption  # noqa: E402
+from lenslab.lenses.catalog import lens_caption  # noqa: E402
 from lenslab.stats.aggregate import wilson  # noqa: E402
 
 RESOLVED, UNRESOLVED = "#cdeccd", "#ffffff"

@@ -1,6 +1,6 @@
 """Lenses: transform a hidden state at layer l, then decode with the final norm and unembedding.
 
-Names are imported lazily, so ``lenslab.lenses.registry``'s captions (used by figure jobs) do
+Names are imported lazily, so ``lenslab.lenses.catalog``'s names and captions (used by figure jobs) do
 not pull in torch.
 """
 

@@ -1,4 +1,5 @@
-"""Lenses by name, so configs and rules can say ``lenses: [logit, tuned]``."""
+"""Build a lens by name (configs and rules say ``lenses: [logit, tuned]``). The names, captions
+and fitted files are in the torch-free :mod:`lenslab.lenses.catalog`."""
 
 from __future__ import annotations
 
@@ -6,58 +7,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lenslab.errors import LensLabError
-from lenslab.stats.config import LENS_NAMES
+from lenslab.lenses.catalog import ATTRIBUTE_PREFIX, lens_spec
 
-if TYPE_CHECKING:  # the lenses need torch; figure jobs import this module for lens_caption only
+if TYPE_CHECKING:
     from lenslab.lenses.base import Lens
     from lenslab.models.adapter import ModelAdapter
 
-__all__ = ["LENS_NAMES", "build_lens", "lens_caption"]
-# Caption text per lens name, for figures drawn from tables (no model at hand).
-CAPTIONS = {
-    "logit": "logit lens, decoded with the full final norm (with its affine)",
-    "logit_noaffine": "logit lens, decoded with the final norm's normalisation only (no affine, "
-    "as the 2020 post)",
-    "tuned": "tuned lens (a learned affine translator per layer, then the full final norm and "
-    "unembedding)",
-}
-
-
-def lens_caption(name: str) -> str:
-    """One line for captions describing the lens called ``name``."""
-    if name.startswith("attribute."):
-        return f"attribute lens of relation {name[10:]} (an LRE per layer, Hernandez et al. 2024)"
-    return CAPTIONS.get(name, f"{name} lens")
+__all__ = ["build_lens"]
 
 
 def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = None) -> Lens:
-    """The lens called ``name`` on ``adapter``; trained lenses are read from ``lens_dir``."""
-    from lenslab.lenses.logit import LogitLens
+    """The lens called ``name`` on ``adapter``; a fitted lens reads its file (the catalogue's
+    ``fitted``) from ``lens_dir``. Lens modules are imported only when built (torch)."""
+    spec = lens_spec(name)  # an unknown name fails here, listing the known ones
+    if spec.fitted is not None and lens_dir is None:
+        raise LensLabError(
+            f"the {name} lens needs its fitted parameters ({Path(spec.fitted).name})",
+            fix=f"pass lens_dir (the directory of results/<study>/{spec.fitted})",
+        )
+    if name in ("logit", "logit_noaffine"):
+        from lenslab.lenses.logit import LogitLens
 
-    if name == "logit":
-        return LogitLens(adapter, affine=True)
-    if name == "logit_noaffine":
-        return LogitLens(adapter, affine=False)
+        return LogitLens(adapter, affine=name == "logit")
     if name == "tuned":
-        if lens_dir is None:
-            raise LensLabError(
-                "the tuned lens needs its trained parameters",
-                fix="pass lens_dir (the directory with params.pt, e.g. results/tuned_lens/<model>)",
-            )
-        from lenslab.lenses.tuned import TunedLens  # lazy: only tuned-lens runs import it
+        from lenslab.lenses.tuned import TunedLens
 
         return TunedLens.load(lens_dir, adapter)
-    if name.startswith("attribute."):
-        if lens_dir is None:
-            raise LensLabError(
-                f"the {name} lens needs its estimated LREs",
-                fix="pass lens_dir (the directory with lre.safetensors, e.g. "
-                "results/attribute/<model>/<prompts>)",
-            )
-        from lenslab.lenses.attribute import load_attribute_lens  # lazy, like the tuned lens
+    from lenslab.lenses.attribute import load_attribute_lens  # attribute.<relation>
 
-        return load_attribute_lens(Path(lens_dir) / "lre.safetensors", adapter, name[10:])
-    raise LensLabError(
-        f"unknown lens {name!r}",
-        fix=f"use one of {list(LENS_NAMES)} or attribute.<relation>",
-    )
+    relation = name[len(ATTRIBUTE_PREFIX) :]
+    return load_attribute_lens(Path(lens_dir) / Path(spec.fitted).name, adapter, relation)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.patching.config import PatchingConfig, resolve_mode
 from lenslab.patching.corrupt import Case, noise_cases, pair_cases
@@ -168,12 +169,24 @@ def run_patching(
     cfg: PatchingConfig,
     prepend_bos: bool | None = None,
     progress: bool = True,
+    bounds: tuple[int, int] | None = None,
+    n_cases: int | None = None,
 ) -> pd.DataFrame:
-    """The F13 table of a whole prompt set (cases in prompt-set order)."""
+    """The F13 table of a prompt set (cases in prompt-set order), or of the cases ``bounds``
+    (start, stop) of one shard: cases are built from the whole set (tokenising is cheap and
+    noise is seeded per prompt id), so the shards' tables, gathered in order, are the one-job
+    table. ``n_cases``: how many cases the shards were planned for (checked)."""
     cases = build_cases(adapter, prompt_set, cfg, prepend_bos)
+    if n_cases is not None and len(cases) != n_cases:
+        raise LensLabError(
+            f"prompt set {prompt_set['name']!r} gives {len(cases)} patching cases, but its "
+            f"shards were planned for {n_cases}",
+            fix="check that every pair's prompts exist and that noise-mode prompts have a subject",
+        )
+    start, stop = bounds or (0, len(cases))
     tables = [
         patch_case(adapter, case, cfg)
-        for case in tqdm(cases, desc=f"patching {adapter.name}", disable=not progress)
+        for case in tqdm(cases[start:stop], desc=f"patching {adapter.name}", disable=not progress)
     ]
     table = pd.concat(tables, ignore_index=True)
     log.info("patching %s: runner %s", adapter.name, sorted(table["runner"].unique()))

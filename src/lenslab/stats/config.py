@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lenslab.errors import LensLabError
+from lenslab.lenses.catalog import LENS_NAMES
 
-LENS_NAMES = ("logit", "logit_noaffine", "tuned")
 COMPILE_MODES = ("auto", "on", "off")
 CI_METHODS = ("normal", "bootstrap")
 
