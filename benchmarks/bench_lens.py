@@ -26,6 +26,7 @@ import time
 
 import torch
 
+import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
 from lenslab.lenses.logit import LogitLens
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny

@@ -22,6 +22,7 @@ import time
 
 import torch
 
+import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny
 from lenslab.patching.reference import clean_states, naive_patch

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
 from lenslab.lenses.tuned import TunedLens
 from lenslab.lenses.tuned_config import TrainSettings, parse_settings
 from lenslab.lenses.tuned_train import train_tuned_lens
@@ -150,8 +151,8 @@ def main() -> None:
 def embedded(path: Path, probe_steps: int = 12) -> None:
     """Throughput on the embedded model, and the default recipe's training time on its held-out
     text (cache build + first steps measured, the remaining steps extrapolated)."""
+    from lenslab.gate import load_model
     from lenslab.lenses.tuned_config import load_documents, make_windows
-    from lenslab.models.load import load_model
 
     model_cfg = {"name": "embedded", "source": str(path)}
     emb = load_model(model_cfg)

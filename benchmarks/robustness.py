@@ -34,11 +34,11 @@ def measure(seed: int, threads: int, work: Path, extra: dict) -> pd.DataFrame:
     from lenslab import findings
     from lenslab.embedded.train import train_embedded_model
     from lenslab.extract import extract
+    from lenslab.gate import load_model
     from lenslab.lenses.logit import LogitLens
     from lenslab.lenses.tuned_config import load_documents, make_windows, parse_settings
     from lenslab.lenses.tuned_eval import evaluate_lenses
     from lenslab.lenses.tuned_train import train_tuned_lens
-    from lenslab.models import load_model
     from lenslab.patching import parse_config, run_patching
     from lenslab.prompts import encode_set
     from lenslab.stats.lens_stats import apply_lens, parse_lens_config

@@ -3,11 +3,11 @@
 from pathlib import Path
 
 from lenslab.extract import load_activations
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.catalog import fitted_dir
 from lenslab.lenses.registry import build_lens
-from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 from lenslab.stats.lens_stats import apply_lens, parse_lens_config

@@ -1,9 +1,9 @@
 """Rule attribute_lens (F9 tables): one LRE per relation and layer, faithfulness, view."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.attribute import save_attribute_lenses
-from lenslab.models import load_model
 from lenslab.options import AttributeOptions, parse_options
 from lenslab.relations import run_attribute
 from lenslab.runtime import setup

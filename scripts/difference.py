@@ -5,9 +5,9 @@ import pandas as pd
 from lenslab.difference import pair_difference, with_final_norm
 from lenslab.errors import LensLabError
 from lenslab.extract import load_activations
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 

@@ -1,9 +1,9 @@
 """Rule dla (F10 table): direct logit attribution of one prompt set under one model."""
 
 from lenslab.attribution.dla import dla_table
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.runtime import setup
 from lenslab.skipped import skip_reason, write_skipped_table
 

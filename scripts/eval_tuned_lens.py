@@ -2,13 +2,13 @@
 
 from pathlib import Path
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.logit import LogitLens
 from lenslab.lenses.tuned import TunedLens
 from lenslab.lenses.tuned_config import load_documents, make_windows, parse_settings
 from lenslab.lenses.tuned_eval import drift_table, evaluate_lenses
-from lenslab.models import load_model
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

@@ -4,8 +4,8 @@ from pathlib import Path
 
 from lenslab.config import canonical_json
 from lenslab.extract import extract, save_activations
+from lenslab.gate import load_model
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.prompts import encode_set
 from lenslab.runtime import setup
 

@@ -1,10 +1,10 @@
 """Rule figure_F10: direct logit attribution bars and head heatmap."""
 
 from lenslab.figures.dla import plot_dla
-from lenslab.figures.save import save_figure
+from lenslab.figures.save import save_figure, save_skipped_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.skipped import save_skipped_figure, skipped
+from lenslab.skipped import skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

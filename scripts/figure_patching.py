@@ -2,10 +2,10 @@
 
 from lenslab.figures.interactive import patching_views
 from lenslab.figures.patching import heatmap_panels, plot_categories, plot_heatmaps
-from lenslab.figures.save import save_figure
+from lenslab.figures.save import save_figure, save_skipped_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.skipped import save_skipped_figure, skipped
+from lenslab.skipped import skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

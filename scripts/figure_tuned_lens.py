@@ -32,9 +32,9 @@ if drift_only:
 else:
     from lenslab.errors import LensLabError
     from lenslab.extract import load_activations
+    from lenslab.gate import load_model
     from lenslab.lenses.logit import LogitLens
     from lenslab.lenses.tuned import TunedLens
-    from lenslab.models import load_model
 
     params = snakemake.params
     opts = f7_options(params.options)

@@ -1,11 +1,11 @@
 """Rule figure_F15: what one hidden state sees and reaches; the report's view shows every cell."""
 
 from lenslab.figures.interactive import visibility_view
-from lenslab.figures.save import save_figure
+from lenslab.figures.save import save_figure, save_skipped_figure
 from lenslab.figures.visibility import plot_visibility, query_cell
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
-from lenslab.skipped import save_skipped_figure, skipped
+from lenslab.skipped import skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

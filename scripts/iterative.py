@@ -1,9 +1,9 @@
 """Rule iterative (F14 table): residual updates vs loss gradients for one prompt set."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.iterative import iterative_table
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.runtime import setup
 from lenslab.skipped import skip_reason, write_skipped_table
 

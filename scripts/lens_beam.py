@@ -1,10 +1,10 @@
 """Rule lens_beam (F16c table): beams over the logit lens from every layer."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.logit import LogitLens
 from lenslab.lookahead import run_beam
-from lenslab.models import load_model
 from lenslab.options import BeamOptions, parse_options
 from lenslab.runtime import setup
 

@@ -5,9 +5,9 @@ the job log are the same whether a set is sharded or not."""
 import dataclasses
 import logging
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.patching import parse_config, run_patching
 from lenslab.runtime import setup
 from lenslab.shards import shard_of

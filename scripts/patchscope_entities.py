@@ -1,8 +1,8 @@
 """Rule patchscope_entities (F12 table): entity resolution by greedy patched generation."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.options import EntityOptions, parse_options
 from lenslab.patchscopes.config import run_entities
 from lenslab.runtime import setup

@@ -1,10 +1,10 @@
 """Rule patchscope_identity (F11 table): token-identity patchscope vs lenses on one prompt set."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.catalog import fitted_dir
 from lenslab.lenses.registry import build_lens
-from lenslab.models import load_model
 from lenslab.options import IdentityOptions, parse_options
 from lenslab.patchscopes.config import run_identity
 from lenslab.runtime import setup

@@ -3,11 +3,11 @@
 from dataclasses import asdict
 from pathlib import Path
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
 from lenslab.lenses.tuned_config import check_seq_len, load_documents, make_windows, parse_settings
 from lenslab.lenses.tuned_train import train_tuned_lens
-from lenslab.models import load_model
 from lenslab.runtime import setup
 
 start_log(snakemake)  # everything this job prints goes to its rule's log

@@ -1,8 +1,8 @@
 """Rule visibility (F15 table): influence between all hidden states of one prompt."""
 
+from lenslab.gate import load_model
 from lenslab.io import write_parquet
 from lenslab.joblog import start_log
-from lenslab.models import load_model
 from lenslab.runtime import setup
 from lenslab.skipped import skip_reason, write_skipped_table
 from lenslab.visibility import visibility_table

@@ -13,6 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import TINY_CONFIGS, build_tiny, tiny_tokenizer
 

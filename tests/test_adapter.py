@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 from lenslab.errors import LensLabError
+from lenslab.gate import load_model
 from lenslab.lenses import LogitLens
 from lenslab.models.adapter import ModelAdapter, resolve_arch
-from lenslab.models.load import load_model
 from lenslab.models.tiny import build_tiny, save_tiny, tiny_tokenizer
 
 IDS = torch.randint(4, 84, (2, 9), generator=torch.Generator().manual_seed(0))

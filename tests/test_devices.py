@@ -10,8 +10,8 @@ import torch
 from lenslab.devices import check_device, placement
 from lenslab.errors import LensLabError
 from lenslab.extract import extract
+from lenslab.gate import load_model
 from lenslab.lenses.logit import LogitLens
-from lenslab.models import load_model
 from lenslab.models.tiny import save_tiny
 from lenslab.prompts import encode_set
 from lenslab.stats.lens_stats import apply_lens, parse_lens_config

@@ -330,8 +330,8 @@ def test_logit_lens_answer_emerges_over_depth(embedded_test_dir):
     lens's top-1 after block 0 and nearly always at the output."""
     from lenslab import findings
     from lenslab.extract import extract
+    from lenslab.gate import load_model
     from lenslab.lenses.logit import LogitLens
-    from lenslab.models.load import load_model
     from lenslab.prompts import encode_set
     from lenslab.stats.lens_stats import apply_lens
 

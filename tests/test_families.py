@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lenslab.models.families import FAMILIES, TABLE_METHODS, markdown, measure_all
+from lenslab.gate.families import FAMILIES, TABLE_METHODS, markdown, measure_all
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "families.md"
 # Refusals the math requires (anything else refused would be a regression).
@@ -71,6 +71,6 @@ def test_at_least_the_families_the_issue_asks_for():
 
 def test_committed_table_is_current(table):
     assert DOC.read_text() == markdown(table), (
-        "docs/families.md is stale: run `python -m lenslab.models.families --markdown "
+        "docs/families.md is stale: run `python -m lenslab.gate.families --markdown "
         "docs/families.md`"
     )

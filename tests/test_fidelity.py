@@ -6,9 +6,9 @@ import torch
 
 from lenslab.attribution.dla import direct_logit_attribution
 from lenslab.errors import LensLabError
+from lenslab.gate import load_model
+from lenslab.gate.fidelity import IDENTITIES, NEEDS, run_gate
 from lenslab.models.adapter import ModelAdapter, measure_norm
-from lenslab.models.fidelity import IDENTITIES, NEEDS, run_gate
-from lenslab.models.load import load_model
 from lenslab.models.tiny import build_tiny, save_tiny
 from lenslab.patching.run import Patch, Patcher
 
@@ -134,7 +134,8 @@ def test_every_method_names_its_identities():
 
 def test_skip_markers_carry_the_reason(tmp_path):
     from lenslab.io import read_json, read_parquet
-    from lenslab.skipped import save_skipped_figure, skip_reason, skipped, write_skipped_table
+    from lenslab.figures.save import save_skipped_figure
+    from lenslab.skipped import skip_reason, skipped, write_skipped_table
 
     adapter = ModelAdapter(build_tiny("bloom"), arch={"mlp": "mlp"}, name="b")
     assert skip_reason(adapter, "lens", "patch_resid") is None

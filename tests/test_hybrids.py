@@ -10,8 +10,8 @@ import torch
 
 from lenslab.attribution.dla import direct_logit_attribution
 from lenslab.errors import LensLabError
+from lenslab.gate import load_model
 from lenslab.models.adapter import ModelAdapter
-from lenslab.models.load import load_model
 from lenslab.models.tiny import build_tiny, save_tiny
 from lenslab.patching.reference import clean_states, naive_patch
 from lenslab.patching.run import Patch, Patcher

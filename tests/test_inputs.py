@@ -14,9 +14,9 @@ from lenslab.config import load_config
 from lenslab.difference import pair_difference, with_final_norm
 from lenslab.errors import LensLabError
 from lenslab.extract import extract
+from lenslab.gate import load_model
 from lenslab.lenses.registry import build_lens
 from lenslab.models.adapter import ModelAdapter
-from lenslab.models.load import load_model
 from lenslab.models.tiny import build_tiny, tiny_tokenizer
 from lenslab.prompts import encode_set
 from lenslab.stats.lens_stats import apply_lens, parse_lens_config

@@ -387,7 +387,7 @@ def test_embedded_model_shows_romes_contrast(embedded_test_dir, mode) -> None:
     from omegaconf import OmegaConf
 
     from lenslab import findings
-    from lenslab.models.load import load_model
+    from lenslab.gate import load_model
 
     rome = Path(__file__).resolve().parents[1] / "conf/prompts/embedded_rome.yaml"
     adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=embedded_test_dir)

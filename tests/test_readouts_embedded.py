@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from lenslab.gate import load_model
 from lenslab.lenses.logit import LogitLens
-from lenslab.models.load import load_model
 from lenslab.patchscopes.config import EntityOptions, IdentityOptions, run_entities, run_identity
 from lenslab.patchscopes.experiments import precision_by_layer
 from lenslab.relations import AttributeOptions, run_attribute

@@ -11,7 +11,7 @@ from lenslab.config import load_config
 from lenslab.difference import pair_difference, with_final_norm
 from lenslab.errors import LensLabError
 from lenslab.extract import extract
-from lenslab.models.load import load_model
+from lenslab.gate import load_model
 from lenslab.prompts import encode_set
 
 

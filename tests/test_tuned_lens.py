@@ -388,7 +388,7 @@ def test_tuned_lens_beats_logit_lens_on_the_embedded_model(request):
         pytest.skip(f"embedded test model unavailable: {err}")
     if not (model_dir / "config.json").is_file():
         pytest.skip("embedded test model not built")
-    from lenslab.models.load import load_model
+    from lenslab.gate import load_model
 
     adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=model_dir)
     model_cfg = {"name": "embedded-test", "source": "embedded"}

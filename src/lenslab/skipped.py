@@ -8,12 +8,11 @@ caption JSON with the usual keys plus ``"skipped": "<reason>"``, which the repor
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 
-from lenslab.io import read_json, write_json, write_parquet
+from lenslab.io import write_parquet
 
 SKIP_COLUMN = "skipped"
 
@@ -38,19 +37,3 @@ def skipped(table: pd.DataFrame) -> str | None:
     if SKIP_COLUMN in table.columns and len(table.columns) == 1:
         return str(table[SKIP_COLUMN].iloc[0])
     return None
-
-
-def save_skipped_figure(png_path: str | Path, title: str, reason: str) -> None:
-    """A placeholder figure saying what was skipped and why, with a ``skipped`` caption key."""
-    import matplotlib.pyplot as plt  # lazy: only figure rules draw
-
-    from lenslab.figures.save import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 2.4))
-    ax.axis("off")
-    body = "\n".join(textwrap.wrap(f"Skipped: {reason}", 90))
-    ax.text(0.0, 1.0, f"{title}\n\n{body}", va="top", ha="left", fontsize=8, wrap=True)
-    caption = f"Not computed for this model: {reason}"
-    save_figure(fig, png_path, title, caption)
-    json_path = Path(png_path).with_suffix(".json")
-    write_json({**read_json(json_path), SKIP_COLUMN: reason}, json_path)

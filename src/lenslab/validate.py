@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lenslab.errors import LensLabError
+from lenslab.models.files import check_tokenizer_files
 from lenslab.prompts import EncodedPrompt, align_pair, encode_prompt, same_length
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
 
 @dataclass
@@ -54,18 +53,6 @@ def _from_config_json(config: Mapping[str, Any]) -> tuple[int | None, int | None
     return pick("n_positions", "max_position_embeddings", "n_ctx"), pick(
         "n_layer", "num_hidden_layers", "num_layers"
     )
-
-
-def check_tokenizer_files(path: str | Path) -> None:
-    """A local model directory must hold tokenizer files; without them transformers builds an
-    empty tokenizer and every prompt later "encodes to no tokens"."""
-    path = Path(path)
-    if path.is_dir() and not any((path / f).exists() for f in TOKENIZER_FILES):
-        raise LensLabError(
-            f"model directory {path} has no tokenizer files (none of {list(TOKENIZER_FILES)})",
-            fix="save the tokenizer next to the weights (tokenizer.save_pretrained(dir)) or "
-            "point `source` at a directory or hub id that has one",
-        )
 
 
 def model_facts(model_cfg: Any, path: str | None) -> ModelFacts | None:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
+from lenslab.models.probe import explain_update
 from lenslab.prompts import encode_set
 
 # Output projections of attention modules, by attribute name, for the per-head split.
@@ -239,8 +240,6 @@ def _check_complete(
 ) -> None:
     """The per-component terms must add up to the model's logits (the F10 completeness check).
     A failure names its cause as the gate would, diagnosed on this prompt."""
-    from lenslab.models.fidelity import explain_update  # the gate's diagnosis of a block
-
     whole = table[table["kind"].isin(["embed", "attn", "mlp", "bias"])]
     sums = whole.groupby("token", sort=False)["value"].sum()
     for label, tid in tokens.items():

@@ -11,6 +11,7 @@ tables behind the figure), ``interactive`` (a view the report draws with plotly)
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from lenslab.io import atomic_path  # noqa: E402
+from lenslab.io import atomic_path, read_json, write_json  # noqa: E402
+from lenslab.skipped import SKIP_COLUMN  # noqa: E402
 
 # No dates, fixed hash salt for SVG ids: same data, same bytes.
 plt.rcParams["svg.hashsalt"] = "lenslab"
@@ -129,3 +131,15 @@ def save_skipped(png_path: str | Path, what: str, reason: str) -> None:
     meta = json.loads(sidecar.read_text())
     meta["skipped"] = reason
     _write_sidecar(meta, sidecar)
+
+
+def save_skipped_figure(png_path: str | Path, title: str, reason: str) -> None:
+    """A placeholder figure saying what was skipped and why, with a ``skipped`` caption key."""
+    fig, ax = plt.subplots(figsize=(6.4, 2.4))
+    ax.axis("off")
+    body = "\n".join(textwrap.wrap(f"Skipped: {reason}", 90))
+    ax.text(0.0, 1.0, f"{title}\n\n{body}", va="top", ha="left", fontsize=8, wrap=True)
+    caption = f"Not computed for this model: {reason}"
+    save_figure(fig, png_path, title, caption)
+    json_path = Path(png_path).with_suffix(".json")
+    write_json({**read_json(json_path), SKIP_COLUMN: reason}, json_path)

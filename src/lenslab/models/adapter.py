@@ -328,14 +328,28 @@ class ModelAdapter:
         self._fidelity = None
 
     # -- fidelity ----------------------------------------------------------------------------
+    # The gate lives above the methods it exercises (lenslab.gate); importing it registers its
+    # runner here, so the models layer never imports a method.
+    _gate: Callable[[ModelAdapter], Any] | None = None
+
+    @classmethod
+    def register_gate(cls, runner: Callable[[ModelAdapter], Any]) -> None:
+        """Install the fidelity gate (:func:`lenslab.gate.fidelity.run_gate`)."""
+        cls._gate = runner
+
     @property
     def fidelity(self):
-        """The :class:`~lenslab.models.fidelity.FidelityReport` of this model, run on first use
-        (``load_model`` runs it at load, so a broken map fails there)."""
+        """The :class:`~lenslab.gate.fidelity.FidelityReport` of this model, run on first use
+        (:func:`lenslab.gate.load_model` runs it at load, so a broken map fails there)."""
         if self._fidelity is None:
-            from lenslab.models.fidelity import run_gate  # the gate runs methods on the adapter
-
-            self._fidelity = run_gate(self)
+            if ModelAdapter._gate is None:
+                raise LensLabError(
+                    f"no fidelity gate has checked {self.name or 'this model'}, so no method "
+                    "can tell whether the identities it relies on hold",
+                    fix="load models with lenslab.gate.load_model (or import lenslab.gate, "
+                    "which registers the gate, before running a method)",
+                )
+            self._fidelity = ModelAdapter._gate(self)
         return self._fidelity
 
     def available(self, method: str) -> bool:
