@@ -133,8 +133,8 @@ def test_every_method_names_its_identities():
 
 
 def test_skip_markers_carry_the_reason(tmp_path):
-    from lenslab.io import read_json, read_parquet
     from lenslab.figures.save import save_skipped_figure
+    from lenslab.io import read_json, read_parquet
     from lenslab.skipped import skip_reason, skipped, write_skipped_table
 
     adapter = ModelAdapter(build_tiny("bloom"), arch={"mlp": "mlp"}, name="b")

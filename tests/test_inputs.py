@@ -7,10 +7,10 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from lenslab.attribution.dla import completeness_atol, dla_table
-from lenslab.config import load_config
+from lenslab.config import FigureConfig, load_config
 from lenslab.difference import pair_difference, with_final_norm
 from lenslab.errors import LensLabError
 from lenslab.extract import extract
@@ -97,19 +97,27 @@ def test_f13_refuses_unequal_pairs_for_its_own_reason():
     ("fid", "options", "message"),
     [
         ("F1", {"pair": "nope|nada"}, r"pair='nope\|nada' is not a pair.*france\|germany"),
-        ("F1", {"colour": "red"}, r"unknown option\(s\) \['colour'\].*\['pair'\]"),
-        ("F2", {"prompt": "atlantis"}, r"prompt='atlantis' is not a prompt"),
+        ("F1", {"colour": "red"}, r"F1: unknown figure option\(s\) \['colour'\].*\['pair'\]"),
+        ("F1", {"pair": 3}, r"pair=3 of DifferenceOptions is not a str \| None"),
+        ("F2", {"prompt": "atlantis"}, r"prompt 'atlantis' is not a prompt"),
         ("F2", {"max_positions": 0}, r"max_positions.*positive"),
         ("F2", {"lens": "tuned"}, r"lens='tuned' is not an applied lens"),
         ("F2", {"colour": 1}, r"unknown figure option\(s\) \['colour'\]"),
-        ("F10", {"heads": True}, r"F10 takes no options"),
+        ("F10", {"heads": True}, r"F10: unknown figure option.*this figure takes no options"),
+        ("F11", {"target": "cat : zzzq"}, r"F11: option target has word\(s\) \['zzzq'\]"),
+        ("F12", {"max_new_tokens": "5"}, r"max_new_tokens='5' of EntityOptions is not a int"),
+        ("F16c", {"widht": 3}, r"F16c: unknown figure option\(s\) \['widht'\]"),
+        ("F99", {}, r"unknown figure id 'F99'"),
         ("F13", {"metric": "nope"}, r"metric='nope'"),
-        ("F13", {"max_prompts": 0}, r"max_prompts=0 is out of range"),
+        ("F13", {"max_prompts": 0}, r"max_prompts=0 must be >= 1"),
         ("F13", {"prompt_ids": ["france", "atlantis"]}, r"'atlantis' is not a prompt"),
     ],
 )
 def test_figure_options_are_checked(fid, options, message):
     def set_options(cfg):
+        if fid not in cfg.study.figures:  # a figure the test study does not draw
+            with open_dict(cfg.study.figures):
+                cfg.study.figures[fid] = FigureConfig(prompts=["embedded_facts"])
         cfg.study.figures[fid].options = options
 
     with pytest.raises(LensLabError, match=message):

@@ -21,39 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from lenslab.errors import LensLabError
+from lenslab.figspec import figure_family
 from lenslab.figures.save import LAYER_NOTE
 from lenslab.io import atomic_path, read_json, read_parquet
 from lenslab.report_js import RENDER_JS
 
 PACKAGES = ("lenslab", "torch", "transformers", "tokenizers", "safetensors", "hydra-core",
             "omegaconf", "snakemake", "numpy", "pandas", "pyarrow", "matplotlib", "plotly")  # fmt: skip
-FAMILIES = {
-    "F1": "hidden-state differences",
-    "F2": "logit lens",
-    "F3": "logit lens",
-    "F4": "logit lens",
-    "F5": "logit lens",
-    "F6": "logit lens",
-    "F17": "logit lens",
-    "F7": "tuned lens",
-    "F8": "tuned lens",
-    "F9": "patchscopes",
-    "F10": "attribution",
-    "F11": "attribution",
-    "F12": "attribution",
-    "F13": "causal tracing",
-    "F13b": "causal tracing",
-    "F14": "iterative inference",
-    "F15": "visibility",
-    "F16": "look-ahead",
-    "F16b": "look-ahead",
-}
 MAX_TABLE_ROWS = 200
-
-
-def figure_family(fid: str) -> str:
-    """The group a figure is listed under (report and `snakemake --report`)."""
-    return FAMILIES.get(fid, "other")
 
 
 def _figure_key(path: Path) -> tuple[int, str, str]:

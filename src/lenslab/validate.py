@@ -9,7 +9,10 @@ for every model and every prompt set a figure uses:
 * no word becomes the unknown token of a word-level tokenizer (the embedded model's);
 * each pair aligns by its own ``align`` rule; F13 patching, which restores states position by
   position, needs equal token counts whatever ``align`` says;
-* figure options: unknown keys, values out of range, prompt ids and pair names that do not exist.
+* figure options: every figure's against its schema (``lenslab.options`` through
+  ``lenslab.figspec``: unknown keys, wrong types, values out of range), then against its prompt
+  set and model (prompt ids and pairs that do not exist, positions and layers out of range,
+  patchscope targets and texts with words the model does not know).
 
 The model's tokenizer and size come from its config files (a local directory or the local
 Hugging Face cache) or, for the embedded model, from its settings. A hub model that is not cached
@@ -24,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenslab.config import to_plain
 from lenslab.errors import LensLabError
+from lenslab.figspec import parse_figure_options
 from lenslab.models.files import check_tokenizer_files
 from lenslab.prompts import EncodedPrompt, align_pair, encode_prompt, same_length
 
@@ -155,7 +160,7 @@ def check_set(facts: ModelFacts, set_name: str, prompt_set: Any) -> dict[str, En
 @dataclass
 class FigureContext:
     fid: str
-    options: dict[str, Any]
+    options: Any  # the parsed options (lenslab.options)
     set_name: str
     prompt_set: Any
     encoded: dict[str, EncodedPrompt]
@@ -163,34 +168,18 @@ class FigureContext:
     cfg: Any
 
 
-def _keys(ctx: FigureContext, valid: tuple[str, ...]) -> None:
-    unknown = sorted(set(ctx.options) - set(valid))
-    if unknown:
-        raise LensLabError(
-            f"study figure {ctx.fid}: unknown option(s) {unknown}",
-            fix=f"use only {sorted(valid)}" if valid else f"{ctx.fid} takes no options",
-        )
-
-
 def _int_in(ctx: FigureContext, key: str, lo: int, hi: int | None = None) -> None:
-    value = ctx.options.get(key)
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < lo
-        or (hi is not None and value > hi)
-    ):
+    value = getattr(ctx.options, key)
+    if value is not None and not (lo <= value and (hi is None or value <= hi)):
         span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
         raise LensLabError(
-            f"study figure {ctx.fid}: option {key}={value!r} is out of range",
+            f"study figure {ctx.fid}: option {key}={value!r} is out of range for prompt set "
+            f"{ctx.set_name} and model {ctx.facts.name!r}",
             fix=f"use an integer {span}",
         )
 
 
-def _prompt_id(ctx: FigureContext, key: str = "prompt") -> str | None:
-    want = ctx.options.get(key)
+def _prompt_id(ctx: FigureContext, want: str | int | None) -> str | None:
     ids = list(ctx.encoded)
     if want is None:
         return None
@@ -198,34 +187,45 @@ def _prompt_id(ctx: FigureContext, key: str = "prompt") -> str | None:
         return ids[want]
     if want not in ids:
         raise LensLabError(
-            f"study figure {ctx.fid}: option {key}={want!r} is not a prompt of set {ctx.set_name}",
+            f"study figure {ctx.fid}: prompt {want!r} is not a prompt of set {ctx.set_name}",
             fix=f"use one of {ids}",
         )
     return str(want)
 
 
+def _known_text(ctx: FigureContext, key: str, text: str | None) -> None:
+    """A text option (a patchscope target, the attribute lens's view text) encodes for the
+    model with no word it does not know."""
+    if text is None:
+        return
+    unknown = unknown_words(ctx.facts.tokenizer, text)
+    if unknown:
+        raise LensLabError(
+            f"study figure {ctx.fid}: option {key} has word(s) {unknown} that model "
+            f"{ctx.facts.name!r} does not know (its tokenizer makes them unknown tokens)",
+            fix="write the text in the model's vocabulary (for the embedded model: the "
+            "world's words, see conf/prompts/embedded_*.yaml)",
+        )
+
+
 def _f1(ctx: FigureContext) -> None:
-    _keys(ctx, ("pair",))
     pairs = [f"{p.clean}|{p.corrupt}" for p in ctx.prompt_set.pairs]
     if not pairs:
         raise LensLabError(
             f"study figure F1 uses prompt set {ctx.set_name}, which has no pairs",
             fix="add `pairs: [{clean: <id>, corrupt: <id>}]` to the prompt set",
         )
-    pair = ctx.options.get("pair")
-    if pair is not None and pair not in pairs:
+    if ctx.options.pair is not None and ctx.options.pair not in pairs:
         raise LensLabError(
-            f"study figure F1: option pair={pair!r} is not a pair of set {ctx.set_name}",
+            f"study figure F1: option pair={ctx.options.pair!r} is not a pair of set "
+            f"{ctx.set_name}",
             fix=f"use one of {pairs} (clean|corrupt)",
         )
 
 
 def _logit_view(ctx: FigureContext) -> None:
-    from lenslab.figures.logit_lens import parse_view_options
-
-    parse_view_options(ctx.options)
-    _prompt_id(ctx)
-    lens = ctx.options.get("lens")
+    _prompt_id(ctx, ctx.options.prompt)
+    lens = ctx.options.lens
     lenses = list(_get(ctx.cfg.lens, "lenses", []) or [])
     if lens is not None and lens not in lenses:
         raise LensLabError(
@@ -235,71 +235,53 @@ def _logit_view(ctx: FigureContext) -> None:
 
 
 def _f7(ctx: FigureContext) -> None:
-    from lenslab.figures.tuned_lens import f7_options
+    _prompt_id(ctx, ctx.options.prompt)
 
-    f7_options(ctx.options)
-    _prompt_id(ctx)
-    _int_in(ctx, "max_rows", 1)
+
+def _f9(ctx: FigureContext) -> None:
+    _known_text(ctx, "view_text", ctx.options.view_text)
 
 
 def _f13(ctx: FigureContext) -> None:
     from lenslab.patching.config import parse_config, resolve_mode
-    from lenslab.patching.metrics import METRICS
 
-    _keys(ctx, ("metric", "window", "prompt_ids", "max_prompts"))
-    metric = ctx.options.get("metric", "norm_ld")
-    if metric not in METRICS:
-        raise LensLabError(f"study figure F13: metric={metric!r}", fix=f"use one of {METRICS}")
-    _int_in(ctx, "window", 1)
-    _int_in(ctx, "max_prompts", 1)
-    for pid in ctx.options.get("prompt_ids") or []:
-        _prompt_id(FigureContext(**{**ctx.__dict__, "options": {"prompt": pid}}))
+    for pid in ctx.options.prompt_ids or []:
+        _prompt_id(ctx, pid)
     settings = parse_config(ctx.cfg.patching, ctx.set_name)
     if resolve_mode(settings.mode, ctx.prompt_set) == "pairs":
         for pair in ctx.prompt_set.pairs:
             same_length(ctx.encoded[pair.clean], ctx.encoded[pair.corrupt], "F13 patching")
 
 
+def _patchscope(ctx: FigureContext) -> None:
+    _known_text(ctx, "target", ctx.options.target)
+
+
 def _f15(ctx: FigureContext) -> None:
-    _keys(ctx, ("layer", "position", "prompt", "normalise"))
-    pid = _prompt_id(ctx) or next(iter(ctx.encoded))
+    pid = _prompt_id(ctx, ctx.options.prompt) or next(iter(ctx.encoded))
     n_pos = len(ctx.encoded[pid].input_ids)
     _int_in(ctx, "position", -n_pos, n_pos - 1)
     if ctx.facts.n_layers is not None:
         _int_in(ctx, "layer", -(ctx.facts.n_layers + 1), ctx.facts.n_layers)
-    if not isinstance(ctx.options.get("normalise", True), bool):
-        raise LensLabError("study figure F15: normalise must be true or false", fix="use true")
 
 
-def _f17(ctx: FigureContext) -> None:
-    from lenslab.figures.distances import parse_distance_options
-
-    parse_distance_options(ctx.options)
+def _f16c(ctx: FigureContext) -> None:
+    _prompt_id(ctx, ctx.options.prompt)
 
 
-def _f16(ctx: FigureContext) -> None:
-    _keys(ctx, ("max_ahead",))
-    _int_in(ctx, "max_ahead", 1)
-
-
-def _none(ctx: FigureContext) -> None:
-    _keys(ctx, ())
-
-
-# Figure id -> its options check. Figures not listed here (new stages) check their own options.
-FIGURE_CHECKS: dict[str, Callable[[FigureContext], None]] = {
+# Checks of a figure's options against its prompt set and model (the options' own keys, types
+# and ranges are checked by their schema, lenslab.options, through lenslab.figspec).
+CONTEXT_CHECKS: dict[str, Callable[[FigureContext], None]] = {
     "F1": _f1,
     **{fid: _logit_view for fid in ("F2", "F3", "F4", "F5", "F6")},
     "F7": _f7,
-    "F8": _none,
-    "F10": _none,
+    "F9": _f9,
+    "F11": _patchscope,
+    "F12": _patchscope,
     "F13": _f13,
     "F13b": _f13,
-    "F14": _none,
     "F15": _f15,
-    "F16": _f16,
-    "F16b": _none,
-    "F17": _f17,
+    "F16c": _f16c,
 }
 
 
@@ -311,6 +293,11 @@ def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]
     from its settings). Returns the names of models that could not be checked (hub models not in
     the local cache). Raises :class:`LensLabError` on the first problem.
     """
+    # Every figure's options against its schema first: no model needed, so hub models too.
+    options_of = {
+        fid: parse_figure_options(fid, to_plain(_get(fig, "options")))
+        for fid, fig in cfg.study.figures.items()
+    }
     unchecked = []
     used = {name for fig in cfg.study.figures.values() for name in fig.prompts}
     for key, model_cfg in cfg.models.items():
@@ -320,9 +307,9 @@ def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]
             continue
         encoded = {name: check_set(facts, name, cfg.prompts[name]) for name in sorted(used)}
         for fid, fig in cfg.study.figures.items():
-            check = FIGURE_CHECKS.get(fid)
+            check = CONTEXT_CHECKS.get(fid)
             for name in fig.prompts if check else []:
-                options = dict(_get(fig, "options") or {})
+                options = options_of[fid]
                 check(
                     FigureContext(fid, options, name, cfg.prompts[name], encoded[name], facts, cfg)
                 )

@@ -32,7 +32,7 @@ rule figure_F9:
         summary=rules.attribute_lens.output.summary,
         view=rules.attribute_lens.output.view,
     output:
-        png=res("figures/F9_{model}_{prompts}.png"),
+        png=figure_report("F9", res("figures/F9_{model}_{prompts}.png")),
         svg=res("figures/F9_{model}_{prompts}.svg"),
         caption=res("figures/F9_{model}_{prompts}.json"),
     params:

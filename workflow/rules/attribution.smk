@@ -23,7 +23,7 @@ rule figure_F10:
     input:
         table=rules.dla.output.table,
     output:
-        png=report(res("figures/F10_{model}_{prompts}.png"), caption="../report/F10.rst", category="attribution", subcategory="{model}", labels={"figure": "F10", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F10", res("figures/F10_{model}_{prompts}.png")),
         svg=res("figures/F10_{model}_{prompts}.svg"),
         caption=res("figures/F10_{model}_{prompts}.json"),
     script:

@@ -87,6 +87,28 @@ def fitted_inputs(model, lenses):
     return {fitted_key(n): res(f) for n in lenses if (f := fitted_file(n, model))}
 
 
+def figure_options(fid):
+    """A figure's options with every default (lenslab.options, through lenslab.figspec): the
+    rule's params, so the defaults live only in the schema."""
+    from dataclasses import asdict
+
+    from lenslab.figspec import parse_figure_options
+
+    figure = CFG.study.figures.get(fid)
+    return asdict(parse_figure_options(fid, to_plain(figure.options) if figure else None))
+
+
+def figure_report(fid, path):
+    """A figure's PNG as a `snakemake --report` entry: caption and family from lenslab.figspec
+    (``fid`` may be the wildcard "{fid}" of a rule drawing several figures of one family)."""
+    from lenslab.figspec import FIGURES
+
+    spec = FIGURES["F2" if fid == "{fid}" else fid]
+    labels = {"figure": fid, "model": "{model}", "prompts": "{prompts}"}
+    caption = f"../report/{spec.caption_file}"
+    return report(path, caption=caption, category=spec.family, subcategory="{model}", labels=labels)
+
+
 def stage_cfg(stage):
     return to_plain(CFG[stage])
 

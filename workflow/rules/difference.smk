@@ -21,11 +21,11 @@ rule figure_F1:
     input:
         table=rules.difference.output.table,
     output:
-        png=report(res("figures/F1_{model}_{prompts}.png"), caption="../report/F1.rst", category="hidden-state differences", subcategory="{model}", labels={"figure": "F1", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F1", res("figures/F1_{model}_{prompts}.png")),
         svg=res("figures/F1_{model}_{prompts}.svg"),
         caption=res("figures/F1_{model}_{prompts}.json"),
     params:
-        options=lambda w: to_plain(CFG.study.figures.get("F1", {}).get("options", {})),
+        options=lambda w: figure_options("F1"),
     script:
         "../../scripts/figure_difference.py"
 

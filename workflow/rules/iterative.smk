@@ -22,7 +22,7 @@ rule figure_F14:
     input:
         table=rules.iterative.output.table,
     output:
-        png=report(res("figures/F14_{model}_{prompts}.png"), caption="../report/F14.rst", category="iterative inference", subcategory="{model}", labels={"figure": "F14", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F14", res("figures/F14_{model}_{prompts}.png")),
         svg=res("figures/F14_{model}_{prompts}.svg"),
         caption=res("figures/F14_{model}_{prompts}.json"),
     script:

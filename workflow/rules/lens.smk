@@ -21,11 +21,6 @@ def lens_files(model, prompts, lenses=None, suffix="parquet"):
     return [res(f"lens/{model}/{prompts}/{lens}.{suffix}") for lens in lenses or LENS.lenses]
 
 
-def figure_options(fid):
-    figure = CFG.study.figures.get(fid)
-    return to_plain(figure.options) if figure is not None else {}
-
-
 def view_lens(fid):
     """The lens a logit-lens view draws: its `lens` option, else the first applied lens."""
     return figure_options(fid).get("lens") or LENS.lenses[0]
@@ -75,7 +70,7 @@ rule figure_logit_lens:
         targets=lambda w: lens_files(w.model, w.prompts, [view_lens(w.fid)], "targets.parquet")[0],
         means=rules.lens_tables.output.means,
     output:
-        png=report(res("figures/{fid}_{model}_{prompts}.png"), caption="../report/logit_lens.rst", category="logit lens", subcategory="{model}", labels={"figure": "{fid}", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("{fid}", res("figures/{fid}_{model}_{prompts}.png")),
         svg=res("figures/{fid}_{model}_{prompts}.svg"),
         json=res("figures/{fid}_{model}_{prompts}.json"),
     wildcard_constraints:
@@ -94,7 +89,7 @@ rule figure_F17:
     input:
         means=rules.lens_tables.output.means,
     output:
-        png=report(res("figures/F17_{model}_{prompts}.png"), caption="../report/F17.rst", category="logit lens", subcategory="{model}", labels={"figure": "F17", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F17", res("figures/F17_{model}_{prompts}.png")),
         svg=res("figures/F17_{model}_{prompts}.svg"),
         json=res("figures/F17_{model}_{prompts}.json"),
     params:

@@ -6,11 +6,11 @@ rule figure_F16:
     input:
         table=lambda w: lens_files(w.model, w.prompts, ["logit"])[0],
     output:
-        png=report(res("figures/F16_{model}_{prompts}.png"), caption="../report/F16.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F16", res("figures/F16_{model}_{prompts}.png")),
         svg=res("figures/F16_{model}_{prompts}.svg"),
         caption=res("figures/F16_{model}_{prompts}.json"),
     params:
-        max_ahead=lambda w: figure_options("F16").get("max_ahead", 3),
+        max_ahead=lambda w: figure_options("F16")["max_ahead"],
     script:
         "../../scripts/figure_lookahead.py"
 
@@ -37,7 +37,7 @@ rule figure_F16b:
     input:
         targets=rules.detour.output.table,
     output:
-        png=report(res("figures/F16b_{model}_{prompts}.png"), caption="../report/F16b.rst", category="look-ahead", subcategory="{model}", labels={"figure": "F16b", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F16b", res("figures/F16b_{model}_{prompts}.png")),
         svg=res("figures/F16b_{model}_{prompts}.svg"),
         caption=res("figures/F16b_{model}_{prompts}.json"),
     script:
@@ -70,7 +70,7 @@ rule figure_F16c:
     input:
         table=rules.lens_beam.output.table,
     output:
-        png=res("figures/F16c_{model}_{prompts}.png"),
+        png=figure_report("F16c", res("figures/F16c_{model}_{prompts}.png")),
         svg=res("figures/F16c_{model}_{prompts}.svg"),
         caption=res("figures/F16c_{model}_{prompts}.json"),
     params:

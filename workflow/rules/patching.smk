@@ -37,14 +37,14 @@ rule figure_F13:
     input:
         table=rules.patching.output.table,
     output:
-        heatmap=report(res("figures/F13_{model}_{prompts}.png"), caption="../report/F13.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13", "model": "{model}", "prompts": "{prompts}"}),
+        heatmap=figure_report("F13", res("figures/F13_{model}_{prompts}.png")),
         heatmap_svg=res("figures/F13_{model}_{prompts}.svg"),
         heatmap_caption=res("figures/F13_{model}_{prompts}.json"),
-        categories=report(res("figures/F13b_{model}_{prompts}.png"), caption="../report/F13b.rst", category="causal tracing", subcategory="{model}", labels={"figure": "F13b", "model": "{model}", "prompts": "{prompts}"}),
+        categories=figure_report("F13b", res("figures/F13b_{model}_{prompts}.png")),
         categories_svg=res("figures/F13b_{model}_{prompts}.svg"),
         categories_caption=res("figures/F13b_{model}_{prompts}.json"),
     params:
-        options=lambda w: to_plain(CFG.study.figures.get("F13", {}).get("options", {})),
+        options=lambda w: figure_options("F13"),
     script:
         "../../scripts/figure_patching.py"
 

@@ -8,7 +8,7 @@ PATCHSCOPES = res("patchscopes/{model}/{prompts}")
 
 def identity_lenses():
     """The lenses F11 compares with: its `lenses` option, else the study's lens list."""
-    return figure_options("F11").get("lenses") or list(LENS.lenses)
+    return figure_options("F11")["lenses"] or list(LENS.lenses)
 
 
 def identity_inputs(wildcards):
@@ -54,7 +54,7 @@ rule figure_F11:
     input:
         table=rules.patchscope_identity.output.table,
     output:
-        png=res("figures/F11_{model}_{prompts}.png"),
+        png=figure_report("F11", res("figures/F11_{model}_{prompts}.png")),
         svg=res("figures/F11_{model}_{prompts}.svg"),
         caption=res("figures/F11_{model}_{prompts}.json"),
     params:
@@ -68,7 +68,7 @@ rule figure_F12:
     input:
         table=rules.patchscope_entities.output.table,
     output:
-        png=res("figures/F12_{model}_{prompts}.png"),
+        png=figure_report("F12", res("figures/F12_{model}_{prompts}.png")),
         svg=res("figures/F12_{model}_{prompts}.svg"),
         caption=res("figures/F12_{model}_{prompts}.json"),
     params:

@@ -6,9 +6,6 @@
 TUNED = res("tuned_lens/{model}")
 
 
-def tuned_option(fid):
-    return to_plain(CFG.study.figures.get(fid, {}).get("options", {}))
-
 
 TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
 
@@ -62,13 +59,13 @@ rule figure_F7:
         eval=rules.eval_tuned_lens.output.eval,
         acts=res("activations/{model}/{prompts}/resid.safetensors"),
     output:
-        png=report(res("figures/F7_{model}_{prompts}.png"), caption="../report/F7.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F7", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F7", res("figures/F7_{model}_{prompts}.png")),
         svg=res("figures/F7_{model}_{prompts}.svg"),
         caption=res("figures/F7_{model}_{prompts}.json"),
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
-        options=tuned_option("F7"),
+        options=lambda w: figure_options("F7"),
     # F7 decodes the prompt's states through both lenses (its hover shows top-k tokens), so it
     # loads the model: the scale study measured 6.8 GiB at GPT-2-XL shape.
     threads: job_threads("forward")
@@ -82,11 +79,11 @@ rule figure_F8:
     input:
         drift=rules.eval_tuned_lens.output.drift,
     output:
-        png=report(res("figures/F8_{model}_{prompts}.png"), caption="../report/F8.rst", category="tuned lens", subcategory="{model}", labels={"figure": "F8", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F8", res("figures/F8_{model}_{prompts}.png")),
         svg=res("figures/F8_{model}_{prompts}.svg"),
         caption=res("figures/F8_{model}_{prompts}.json"),
     params:
-        options=tuned_option("F8"),
+        options=lambda w: figure_options("F8"),
     script:
         "../../scripts/figure_tuned_lens.py"
 

@@ -11,8 +11,8 @@ rule visibility:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
         prompts=lambda w: prompts_cfg(w.prompts),
-        prompt=lambda w: figure_options("F15").get("prompt"),
-        normalise=lambda w: figure_options("F15").get("normalise", True),
+        prompt=lambda w: figure_options("F15")["prompt"],
+        normalise=lambda w: figure_options("F15")["normalise"],
     threads: job_threads("forward")
     resources:
         **job_resources("forward"),
@@ -24,12 +24,12 @@ rule figure_F15:
     input:
         table=rules.visibility.output.table,
     output:
-        png=report(res("figures/F15_{model}_{prompts}.png"), caption="../report/F15.rst", category="visibility", subcategory="{model}", labels={"figure": "F15", "model": "{model}", "prompts": "{prompts}"}),
+        png=figure_report("F15", res("figures/F15_{model}_{prompts}.png")),
         svg=res("figures/F15_{model}_{prompts}.svg"),
         caption=res("figures/F15_{model}_{prompts}.json"),
     params:
-        layer=lambda w: figure_options("F15").get("layer", -1),
-        position=lambda w: figure_options("F15").get("position", -1),
+        layer=lambda w: figure_options("F15")["layer"],
+        position=lambda w: figure_options("F15")["position"],
     script:
         "../../scripts/figure_visibility.py"
 

@@ -9,7 +9,6 @@ largest value over layers) and 0, so their shapes can be compared on one axis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 import matplotlib
@@ -22,6 +21,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
 from lenslab.lenses.catalog import lens_caption  # noqa: E402
+from lenslab.options import DISTANCE_METRICS, DistanceOptions, parse_options  # noqa: E402
 from lenslab.stats.config import LensConfig  # noqa: E402
 
 # metric -> (panel title, y label, is a similarity (1 = identical) rather than a distance)
@@ -33,28 +33,12 @@ DISTANCES: dict[str, tuple[str, str, bool]] = {
     "cos_final": ("cosine of hidden states to final", "cosine", True),
     "agree_top1": ("top-1 agreement with final", "fraction of positions", True),
 }
+assert tuple(DISTANCES) == DISTANCE_METRICS  # the options schema lists the same metrics
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
-@dataclass(frozen=True)
-class DistanceOptions:
-    """``study.figures.F17.options``."""
-
-    lenses: list[str] | None = None  # which applied lenses (default: all in the table)
-    metrics: list[str] | None = None  # subset of DISTANCES (default: all six)
-
-
 def parse_distance_options(options: Any) -> DistanceOptions:
-    options = dict(options or {})
-    names = [f.name for f in fields(DistanceOptions)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise LensLabError(f"unknown F17 option(s) {unknown}", fix=f"use only {names}")
-    opts = DistanceOptions(**options)
-    bad = [m for m in opts.metrics or [] if m not in DISTANCES]
-    if bad:
-        raise LensLabError(f"unknown F17 metric(s) {bad}", fix=f"use some of {list(DISTANCES)}")
-    return opts
+    return parse_options(DistanceOptions, options)
 
 
 def normalised(means: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ figure shows without looking at pixels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -29,51 +29,18 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from lenslab.errors import LensLabError  # noqa: E402
+from lenslab.errors import LensLabError
 from lenslab.figures.save import layer_label  # noqa: E402
 from lenslab.lenses.catalog import lens_caption  # noqa: E402
+from lenslab.options import ViewOptions, parse_options  # noqa: E402
 from lenslab.stats.config import LensConfig  # noqa: E402
 
 FIGURE_IDS = ("F2", "F3", "F4", "F5", "F6")
 GAP = -1  # a position placeholder: an empty column between F6 windows
 
 
-@dataclass(frozen=True)
-class ViewOptions:
-    """``study.figures.<FID>.options`` of F2-F6 (all optional)."""
-
-    prompt: str | int | None = None  # prompt id or index in the set (default: the first)
-    lens: str | None = None  # which applied lens (default: the first of lens.lenses)
-    layer_step: int | None = None  # every n-th state (default: 1, or 2 above 25 states)
-    max_positions: int = 20  # widest position window
-    positions: list[int] | None = None  # explicit positions (overrides the window)
-    start: int | None = None  # first position of the window (default: the last ones)
-    kl_cap: float | None = None  # colour cap of KL (nats); default: lens.kl_cap
-    rank_cap: int | None = None  # colour floor of ranks; default: lens.rank_cap (<= vocab)
-    percentiles: list[float] = field(default_factory=lambda: [5.0, 95.0])  # F2 logit colours
-    window: int = 3  # F6: tokens either side of each occurrence of the answer
-    max_token_chars: int = 8  # longer cell texts are cut with '…'
-
-    def __post_init__(self) -> None:
-        if self.layer_step is not None and self.layer_step < 1:
-            raise LensLabError(f"layer_step={self.layer_step} must be >= 1", fix="use 1, 2, ...")
-        if self.max_positions < 1 or self.window < 0 or self.max_token_chars < 2:
-            raise LensLabError(
-                "max_positions, window and max_token_chars must be positive",
-                fix="e.g. max_positions: 20, window: 3, max_token_chars: 8",
-            )
-        lo, hi = self.percentiles
-        if not 0 <= lo < hi <= 100:
-            raise LensLabError(f"percentiles={self.percentiles}", fix="use e.g. [5, 95]")
-
-
 def parse_view_options(options: Any) -> ViewOptions:
-    options = dict(options or {})
-    names = [f.name for f in fields(ViewOptions)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise LensLabError(f"unknown figure option(s) {unknown}", fix=f"use only {names}")
-    return ViewOptions(**options)
+    return parse_options(ViewOptions, options)
 
 
 # -- data preparation ---------------------------------------------------------------------------

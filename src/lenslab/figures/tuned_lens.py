@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from lenslab.errors import LensLabError
+from lenslab.options import F7Options, parse_options
 
 if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
     from torch import Tensor
@@ -20,25 +20,11 @@ if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
     from lenslab.lenses.base import Lens
 
 LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
-# One unit per quantity, as the README's table: KL in nats per token always; `unit` is the
-# cross-entropy's (bits per byte by default, the tuned-lens paper's unit).
-F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "bits_per_byte", "max_rows": 25}
 
 
 def f7_options(options: dict | None) -> dict:
-    """Study options of F7 with defaults; unknown keys and values are errors."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(F7_OPTIONS))
-    if unknown:
-        raise LensLabError(f"unknown F7 option(s) {unknown}", fix=f"use {sorted(F7_OPTIONS)}")
-    out = {**F7_OPTIONS, **options}
-    if out["colour"] not in ("prob", "entropy"):
-        raise LensLabError(f"F7 colour={out['colour']!r}", fix="use 'prob' or 'entropy'")
-    if out["unit"] not in ("bits_per_byte", "nats_per_token"):
-        raise LensLabError(
-            f"F7 unit={out['unit']!r}", fix="use 'bits_per_byte' or 'nats_per_token'"
-        )
-    return out
+    """Study options of F7 with their defaults (:class:`lenslab.options.F7Options`)."""
+    return asdict(parse_options(F7Options, options))
 
 
 @dataclass

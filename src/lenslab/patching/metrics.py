@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 
 from lenslab.errors import LensLabError
+from lenslab.options import PATCHING_METRICS
 
 if TYPE_CHECKING:  # torch only for scores(): the F13 figure and findings jobs read tables
     from torch import Tensor
 
-METRICS = ("prob", "logit_diff", "norm_ld")
+METRICS = PATCHING_METRICS
 # ROME's categories (Meng et al. 2022, fig. 2 / appendix): a position may be in two of them
 # (a one-token subject is both its first and last token).
 CATEGORIES = (
