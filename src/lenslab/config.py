@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -123,6 +120,11 @@ def load_config(
             f"unknown study {study!r}",
             fix=f"pick one of {available('study', conf_dir)} (files in {conf_dir.name}/study/)",
         )
+    # Hydra only here: modules that read config values (cfg_get) do not import it.
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir.resolve()), version_base=None):
@@ -230,6 +232,11 @@ def _check_values(cfg: DictConfig) -> None:
                     fix=f"add `- /prompts@prompts.{name}: {name}` to the study's defaults "
                     f"(loaded: {sorted(cfg.prompts)})",
                 )
+
+
+def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
+    """``cfg[key]`` for a dict or config node, ``cfg.key`` for an object; ``default`` if absent."""
+    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
 def to_plain(node: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
 
 
@@ -19,10 +20,6 @@ class EncodedPrompt:
     subject_positions: list[int] = field(default_factory=list)
     answer_id: int | None = None
     target_ids: dict[str, int] = field(default_factory=dict)
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
 
 
 def word_id(tokenizer, word: str) -> int:

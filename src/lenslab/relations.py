@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from lenslab.config import cfg_get as _get
 from lenslab.embedded import world
 from lenslab.errors import LensLabError
 from lenslab.lenses.attribute import AttributeLens, RelationPrompt, fit_attribute_lens
@@ -26,10 +27,6 @@ FAITH_COLUMNS = [
     "lre_pred_id", "lre_pred", "hit",
 ]  # fmt: skip
 SUMMARY_COLUMNS = ["relation", "layer", "recall", "ci_low", "ci_high", "n_correct", "n_prompts"]
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
 
 
 def first_token(tokenizer, word: str) -> int:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
 from lenslab.runtime import compute_threads
 
@@ -71,10 +72,6 @@ KNOWN_SHAPES: dict[str, ModelShape] = {
 }
 for _id in list(KNOWN_SHAPES):  # the short aliases resolve to the same repositories
     KNOWN_SHAPES.setdefault(_id.split("/")[-1], KNOWN_SHAPES[_id])
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
 def gpt2_params(

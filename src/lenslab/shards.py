@@ -20,11 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
 
 
 def shard_bounds(n_items: int, shards: int, align: int = 1) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenslab.config import cfg_get as _get
 from lenslab.config import to_plain
 from lenslab.errors import LensLabError
 from lenslab.figspec import parse_figure_options
@@ -43,10 +44,6 @@ class ModelFacts:
     n_ctx: int | None
     n_layers: int | None
     prepend_bos: bool | None
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
 
 
 # -- model facts without loading weights --------------------------------------------------------

@@ -1,7 +1,5 @@
 # Stage 7: one HTML page with every figure the study lists, its caption, its data and the run's
-# provenance. Extra Parquet tables (e.g. a findings table) join the page through REPORT_TABLES:
-# a rule file appends its output path there, and the report shows it in its Tables section.
-REPORT_TABLES = []
+# provenance, and the findings tables.
 
 # `snakemake --report report.zip`: every figure rule declares its PNG as a report() output with a
 # caption from workflow/report/, grouped by figure family; this page describes the whole.
@@ -11,9 +9,7 @@ report: "../report/workflow.rst"
 rule report:
     input:
         figures=all_figures(),
-        # The findings tables (lenslab.findings) first, then tables other rule files add.
-        tables=lambda w: [res(f"tables/findings_{m}.parquet") for m in findings_models()]
-        + REPORT_TABLES,
+        tables=lambda w: [res(f"tables/findings_{m}.parquet") for m in findings_models()],
     output:
         html=report(res("report.html"), caption="../report/report.rst", category="report"),
     params:

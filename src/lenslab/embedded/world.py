@@ -226,7 +226,6 @@ HELDOUT_SLOT_WORDS: tuple[str, ...] = _words(
 
 # ---------------------------------------------------------------------------------------------
 # Language B ("Zorbian"): made-up words for everyday concepts, with translation templates.
-LANGUAGE_B = "Zorbian"
 TRANSLATIONS: tuple[tuple[str, str], ...] = (
     ("water", "vash"),
     ("fire", "pyra"),
@@ -271,7 +270,6 @@ TRANSLATION_TEMPLATES: dict[str, str] = {
     "word_for": "The Zorbian word for {en} is {b} .",
 }
 # The canonical translation prompt (English -> Zorbian), natural spelling, answer left out.
-TRANSLATION_PROMPT = 'English: "{en}" - Zorbian: "'
 
 # Mention sentences that use the English concept words outside of translation.
 CONCEPT_TEMPLATES: tuple[str, ...] = (
@@ -310,24 +308,6 @@ def natural(text: str) -> str:
 def countries(n: int | None = None) -> tuple[Country, ...]:
     """The first ``n`` countries (all by default); France and Germany always come first."""
     return COUNTRIES if n is None else COUNTRIES[:n]
-
-
-def country_capital_pairs(n: int | None = None) -> list[tuple[str, str]]:
-    """[(country, capital), ...] for building prompt sets."""
-    return [(c.name, c.capital) for c in countries(n)]
-
-
-def country_language_pairs(n: int | None = None) -> list[tuple[str, str]]:
-    return [(c.name, c.language) for c in countries(n)]
-
-
-def country_currency_pairs(n: int | None = None) -> list[tuple[str, str]]:
-    return [(c.name, c.currency) for c in countries(n)]
-
-
-def translation_pairs() -> list[tuple[str, str]]:
-    """[(english_word, zorbian_word), ...]."""
-    return list(TRANSLATIONS)
 
 
 def two_hop_heldout(n_countries: int, n_heldout: int, seed: int) -> tuple[str, ...]:

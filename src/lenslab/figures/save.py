@@ -119,20 +119,6 @@ def save_figure(
     _write_sidecar(meta, stem.with_suffix(".json"))
 
 
-def save_skipped(png_path: str | Path, what: str, reason: str) -> None:
-    """A placeholder for a figure that was not drawn (e.g. a fidelity gate ruled the method out):
-    a PNG/SVG saying why, and a sidecar with ``skipped`` that the report shows as a note."""
-    fig = plt.figure(figsize=(6, 1.2))
-    fig.text(0.5, 0.5, f"skipped: {reason}", ha="center", va="center", fontsize=9, wrap=True)
-    fid, model, _ = figure_names(png_path)
-    caption = f"{fid} was not drawn for model {model}: {reason}"
-    save_figure(fig, png_path, what, caption, layers=False)
-    sidecar = Path(png_path).with_suffix(".json")
-    meta = json.loads(sidecar.read_text())
-    meta["skipped"] = reason
-    _write_sidecar(meta, sidecar)
-
-
 def save_skipped_figure(png_path: str | Path, title: str, reason: str) -> None:
     """A placeholder figure saying what was skipped and why, with a ``skipped`` caption key."""
     fig, ax = plt.subplots(figsize=(6.4, 2.4))

@@ -535,11 +535,6 @@ def norm_eps(norm: nn.Module) -> float:
     return getattr(norm, "eps", None) or getattr(norm, "variance_epsilon", 1e-5)
 
 
-def is_rms_norm(norm: nn.Module) -> bool:
-    """RMSNorm variants (Llama, Gemma, Qwen, ...) are named so; they do not subtract the mean."""
-    return "rms" in type(norm).__name__.lower()
-
-
 @dataclass(frozen=True)
 class NormForm:
     """A norm written as ``gamma * (x - centre) / sqrt(stat(x) + eps) + beta``: ``centre`` is

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from lenslab.config import cfg_get as _get
 from lenslab.devices import placement
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
@@ -23,10 +24,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16,
     "float64": torch.float64,
 }
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
 def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:

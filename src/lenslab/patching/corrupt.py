@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.patching.run import embedding_std
@@ -45,10 +46,6 @@ class Case:
     corrupt_tokens: list[str] = field(default_factory=list)
     corrupt_answer: int | None = None  # None: the corrupted run's top-1 other than the answer
     noise: Tensor | None = None  # [S, T, D]
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if hasattr(obj, "get") else getattr(obj, key, default)
 
 
 def _answer(p: EncodedPrompt) -> int:
