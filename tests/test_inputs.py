@@ -4,6 +4,7 @@ job runs with a "problem. Fix: ..." message; every dtype runs the lens, differen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -223,3 +224,78 @@ def test_dla_tolerance_scales_with_the_dtype():
     assert completeness_atol(torch.float32) == completeness_atol(torch.float64) == 1e-3
     assert completeness_atol(torch.float16) == pytest.approx(4 * 2**-10)
     assert completeness_atol(torch.bfloat16) == pytest.approx(4 * 2**-7)
+
+
+# -- the fault catalogue: each bad input is a clear error before any job runs --------------------
+def test_launch_checks():
+    from lenslab.pipeline import check_launch, is_dry_run, overrides_list
+
+    here = Path.cwd()
+    with pytest.raises(LensLabError, match=r"unknown --config key\(s\) \['studdy'\].*study=test"):
+        check_launch({"studdy": "test"}, here, here)
+    with pytest.raises(LensLabError, match=r"a target after --config\? targets go before it"):
+        check_launch({"results/default/report.html": None}, here, here)
+    with pytest.raises(LensLabError, match=r"not in the project directory.*Fix: cd "):
+        check_launch({"study": "test"}, here, here / "src")
+    check_launch({"study": "test"}, here, here / "src", chosen_dir=True)  # --directory is fine
+    assert overrides_list("models.embedded.dtype=float64") == ["models.embedded.dtype=float64"]
+    assert overrides_list(["a=1", "b=2"]) == ["a=1", "b=2"] and overrides_list(None) == []
+    with pytest.raises(LensLabError, match="neither a list nor one override"):
+        overrides_list({"a": 1})
+    assert is_dry_run(["snakemake", "-np"]) and is_dry_run(["snakemake", "--dry-run"])
+    assert not is_dry_run(["snakemake", "--cores", "2", "-p"])
+
+
+def test_an_empty_prompt_set_is_refused():
+    def empty(cfg):
+        cfg.prompts.embedded_facts.prompts = []
+
+    with pytest.raises(LensLabError, match=r"prompt set embedded_facts has no prompts.*F10"):
+        check(empty)
+
+
+def test_an_uncached_hub_model_offline_is_refused_unless_dry(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    cfg = load_config("paper", [])
+    with pytest.raises(LensLabError, match=r"model 'gpt2' .* not in the local Hugging Face cache"):
+        validate_study(cfg, {m: cfg.models[m].source for m in cfg.models})
+    paths = {m: cfg.models[m].source for m in cfg.models}
+    assert validate_study(cfg, paths, need_models=False) == list(cfg.models)  # a dry run plans
+
+
+def test_a_gpu_asked_for_is_checked_up_front():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LensLabError, match=r"device 'cuda' was asked for.*no CUDA GPU"):
+        check(overrides=["models.embedded-test.device=cuda"])
+    cfg = load_config("test", ["models.embedded-test.device=cuda"])
+    validate_study(cfg, {EMB: None}, check_devices=False)  # jobs on cluster nodes: not here
+
+
+def test_a_corrupt_weights_file_names_the_file_and_the_fix(tmp_path):
+    from lenslab.gate import load_model
+    from lenslab.models.tiny import save_tiny
+
+    model_dir = tmp_path / "tiny"
+    save_tiny("gpt2", model_dir)
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(b"\xff" * 64)  # a header length far beyond the file
+    with pytest.raises(
+        LensLabError, match=r"model\.safetensors cannot be read.*corrupt.*Fix: delete"
+    ):
+        load_model({"name": "tiny", "source": str(model_dir)})
+
+
+def test_float16_dla_misses_name_the_precision(monkeypatch):
+    """In half precision a completeness miss with a sound map is rounding: the error says so
+    (and asks for float32) instead of blaming the architecture map."""
+    from lenslab.attribution import dla
+    from lenslab.models.adapter import ModelAdapter
+    from lenslab.models.tiny import build_tiny, tiny_tokenizer
+
+    adapter = ModelAdapter(build_tiny("gpt2").to(torch.float16), tiny_tokenizer(), name="half")
+    with pytest.raises(
+        LensLabError, match=r"torch.float16 rounding.*Fix: run direct logit .*float32"
+    ):
+        dla.direct_logit_attribution(adapter, [5, 6, 7, 8], {"a": 3, "b": 4}, atol=1e-9)

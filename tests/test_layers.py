@@ -23,7 +23,8 @@ LAYERS = {
                 "lenslab.relations"],
     "gate": ["lenslab.gate"],
     "readouts": ["lenslab.figures", "lenslab.report", "lenslab.report_js", "lenslab.findings"],
-    "pipeline": ["lenslab.validate", "lenslab.resources", "lenslab.shards", "lenslab.codedeps"],
+    "pipeline": ["lenslab.validate", "lenslab.resources", "lenslab.shards", "lenslab.codedeps",
+                 "lenslab.pipeline"],
 }  # fmt: skip
 ORDER = list(LAYERS)
 

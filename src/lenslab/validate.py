@@ -22,6 +22,7 @@ cannot be checked here; its jobs still check the context length when they load i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,13 +283,36 @@ CONTEXT_CHECKS: dict[str, Callable[[FigureContext], None]] = {
 }
 
 
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(k, "") not in ("", "0") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def check_device(device: str | None, device_map: str | None) -> None:
+    """A GPU the model asks for must exist (torch only when one is asked for)."""
+    if str(device or "cpu") == "cpu" and device_map is None:
+        return
+    from lenslab.devices import check_device as check  # imports torch
+
+    check(device, device_map)
+
+
 # -- the whole study ------------------------------------------------------------------------
-def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]:
+def validate_study(
+    cfg: Any,
+    model_paths: Mapping[str, str | None],
+    check_devices: bool = True,
+    need_models: bool = True,
+) -> list[str]:
     """Check every prompt set a figure uses against every model, and every figure's options.
 
     ``model_paths``: where each model's files are (None for the embedded model, whose facts come
     from its settings). Returns the names of models that could not be checked (hub models not in
-    the local cache). Raises :class:`LensLabError` on the first problem.
+    the local cache). Raises :class:`LensLabError` on the first problem. ``check_devices``:
+    whether a GPU a model asks for must be visible here (not when jobs run on cluster nodes);
+    ``need_models``: whether jobs will load the models now (not for a dry run), so a hub model
+    that is neither cached nor reachable is an error here.
     """
     # Every figure's options against its schema first: no model needed, so hub models too.
     options_of = {
@@ -297,8 +321,24 @@ def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]
     }
     unchecked = []
     used = {name for fig in cfg.study.figures.values() for name in fig.prompts}
+    for name in sorted(used):
+        if not cfg.prompts[name].prompts:
+            raise LensLabError(
+                f"prompt set {name} has no prompts, but figures "
+                f"{sorted(f for f, fig in cfg.study.figures.items() if name in fig.prompts)} use it",
+                fix=f"add prompts to conf/prompts/{name}.yaml or take the set out of the figures",
+            )
     for key, model_cfg in cfg.models.items():
+        if check_devices:
+            check_device(_get(model_cfg, "device"), _get(model_cfg, "device_map"))
         facts = model_facts(model_cfg, model_paths.get(key))
+        if facts is None and need_models and _hub_offline():
+            raise LensLabError(
+                f"model {key!r} ({_get(model_cfg, 'source')}) is not in the local Hugging Face "
+                "cache, and the hub is offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)",
+                fix="download it where the hub is reachable (or set HF_HOME to a cache that has "
+                "it), point `source` at a local directory, or take the model out of the study",
+            )
         if facts is None:
             unchecked.append(key)
             continue

@@ -9,8 +9,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # works without `pip in
 from lenslab.config import canonical_json, load_config, to_plain  # noqa: E402
 from lenslab.validate import validate_study  # noqa: E402
 
+from lenslab.pipeline import check_launch, is_dry_run, overrides_list  # noqa: E402
+
+# A mistyped --config key, overrides given as one string, or a Snakefile run from another
+# directory (which would plan every job under that directory) is an error here, before any job.
+check_launch(config, Path(workflow.basedir), Path.cwd(), workflow.overwrite_workdir is not None)
 STUDY = str(config.get("study", "default"))
-OVERRIDES = [str(o) for o in config.get("overrides", []) or []]
+OVERRIDES = overrides_list(config.get("overrides"))
 CFG = load_config(STUDY, OVERRIDES)
 MODELS = list(CFG.models)
 
@@ -72,7 +77,13 @@ def model_input(wildcards):
 
 # Every prompt set against every model, and every figure's options, before any job runs: a
 # prompt too long for the model, an unknown word or a bad option is one clear error here.
-validate_study(CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS})
+validate_study(
+    CFG,
+    {m: None if is_embedded(m) else model_dir(m) for m in MODELS},
+    # A GPU must be visible here only when jobs run here (not on cluster nodes).
+    check_devices=workflow.local_exec,
+    need_models=not (workflow.dryrun or is_dry_run(sys.argv)),
+)
 
 
 def prompts_cfg(prompts):

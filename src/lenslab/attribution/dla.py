@@ -245,7 +245,22 @@ def _check_complete(
     for label, tid in tokens.items():
         real = float(logits[tid])
         if abs(sums[label] - real) > atol * max(1.0, abs(real)):
-            cause = explain_update(adapter, input_ids) or (
+            dtype = adapter.unembed.weight.dtype
+            structural = explain_update(adapter, input_ids)
+            if not structural and dtype in (torch.float16, torch.bfloat16):
+                # Every term and the model's own sum are rounded to half precision: a miss of a
+                # percent or two over dozens of terms is rounding, not a wrong map.
+                miss = abs(sums[label] - real) / max(1.0, abs(real))
+                raise LensLabError(
+                    f"the components sum to {sums[label]:.5f}, not the logit {real:.5f} of "
+                    f"{label!r} ({miss:.1%} of the logit scale): {dtype} rounding of each of "
+                    f"the {len(whole)} terms and of the model's own forward, beyond the "
+                    f"{atol:.2%} that {dtype} allows here; every block's update is its "
+                    "attention plus MLP term, so the map is right",
+                    fix="run direct logit attribution in float32 (the model config's "
+                    "`dtype: float32`)",
+                )
+            cause = structural or (
                 "every block's update is its attention term plus MLP term here, so the final "
                 "norm or the unembedding is not what the adapter applies"
             )

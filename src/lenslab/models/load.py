@@ -58,6 +58,10 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
             fix="check the id or path; hub models need network access or a local HF cache "
             "(set HF_HOME), or point `source` at a local directory",
         ) from err
+    except Exception as err:  # safetensors' own error type is not importable by a stable name
+        if "safetensor" not in f"{type(err).__name__} {err}".lower() and "header" not in str(err):
+            raise
+        raise _corrupt_weights(source, err) from err
     if not _get(cfg, "device_map"):
         model.to(_get(cfg, "device", "cpu"))
     if tokenizer.pad_token_id is None:
@@ -66,4 +70,16 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
     # Unchecked: lenslab.gate.load_model runs the fidelity gate on what this returns.
     return ModelAdapter(
         model, tokenizer, arch=dict(_get(cfg, "arch") or {}), name=_get(cfg, "name")
+    )
+
+
+def _corrupt_weights(source: str, err: Exception) -> LensLabError:
+    """A weights file that safetensors cannot read: name the file and how to rebuild it."""
+    files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else []
+    where = ", ".join(str(f) for f in files) or f"the weights of {source!r}"
+    return LensLabError(
+        f"{where} cannot be read ({type(err).__name__}: {err}): the file is corrupt or was cut "
+        "off while it was written",
+        fix=f"delete {source} and run snakemake again (a trained or converted model is "
+        "rebuilt; for a hub model, delete it from the Hugging Face cache to download it again)",
     )
