@@ -24,7 +24,7 @@ from lenslab.figures.interactive import lens_views, patching_views, visibility_v
 from lenslab.figures.iterative import plot_iterative
 from lenslab.figures.logit_lens import grid, make_view, pick_layers, prompt_view, rank_text
 from lenslab.figures.patching import heatmap_panels, plot_heatmaps
-from lenslab.figures.save import LAYER_NOTE, figure_title, save_figure, save_skipped
+from lenslab.figures.save import LAYER_NOTE, figure_title, save_figure, save_skipped_figure
 from lenslab.figures.visibility import plot_visibility
 from lenslab.io import read_json, write_parquet
 from lenslab.lenses.logit import LogitLens
@@ -88,7 +88,7 @@ def report(tmp_path_factory, adapter, lens_table) -> Path:
     view = visibility_view(vis, (4, 3), "hover a cell")
     save_figure(fig, figs / "F15_tiny_v.png", "visibility", caption,
                 interactive={"views": [view]})  # fmt: skip
-    save_skipped(figs / "F10_tiny_dev.png", "direct logit attribution", "fidelity gate failed")
+    save_skipped_figure(figs / "F10_tiny_dev.png", "direct logit attribution", "fidelity gate failed")
     findings = results / "findings.parquet"
     write_parquet(pd.DataFrame({"claim": ["a < b"], "value": [0.5], "holds": [True]}), findings)
     sidecars = sorted(figs.glob("*.json"))
