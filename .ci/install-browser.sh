@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for the report's browser test (tests/test_report.py): Debian's chromium and
+# Headless Chromium for the report's browser test (tests/unit/test_report.py): Debian's chromium and
 # its matching chromedriver, no browser download by selenium. Needs root (CI runs as root).
 # Where the packages are absent the browser test skips and says why.
 set -euo pipefail

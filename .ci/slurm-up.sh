@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A single-node SLURM on this machine, from Debian's packages (slurm-wlm, munge), for the
-# integration test tests/test_slurm.py. Idempotent: a second call leaves running daemons alone.
+# integration test tests/workflow/test_cluster.py. Idempotent: a second call leaves running daemons alone.
 #   sudo .ci/slurm-up.sh          # install if missing, configure, start munged/slurmctld/slurmd
 #   .ci/slurm-up.sh --check       # exit 0 when the node answers and is idle/mixed
 # Daemons run as root in the foreground-less classic way (no systemd in containers). The node

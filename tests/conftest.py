@@ -3,21 +3,18 @@ embedded model is trained once per test session from conf/model/embedded-test.ya
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import REPO, copy_project, project_env, snakemake_in
 from omegaconf import OmegaConf
 
 import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import TINY_CONFIGS, build_tiny, tiny_tokenizer
 
-REPO = Path(__file__).resolve().parents[1]
 ARCHS = sorted(TINY_CONFIGS)
 
 # One thread: the test tensors are tiny, and extra threads only spin-wait on a shared machine.
@@ -48,37 +45,10 @@ def gpt2_adapter() -> ModelAdapter:
     return ModelAdapter(build_tiny("gpt2"), tiny_tokenizer(), name="tiny-gpt2")
 
 
-# -- the test study, run once per session in a copy of the project ------------------------------
-PROJECT_PARTS = ("Snakefile", "workflow", "src", "scripts", "conf", "profiles")
-
-
-def copy_project(dest: Path) -> Path:
-    """The code of the project in ``dest``; results are written there, as in a checkout."""
-    dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for part in PROJECT_PARTS:
-        src = REPO / part
-        if src.is_dir():
-            shutil.copytree(src, dest / part, ignore=ignore)
-        else:
-            shutil.copy2(src, dest / part)
-    return dest
-
-
-def snakemake_in(project: Path, *args: str) -> list[str]:
-    """The command line of a run of ``project``'s own Snakefile, in ``project``."""
-    snakefile = project / "Snakefile"
-    return [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--cores", "2", *args]
-
-
-def project_env(project: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(project / "src")}
-
-
 @pytest.fixture(scope="session")
 def test_study_args(embedded_test_dir) -> list[str]:
     """--config of the test study on the session's trained model (the workflow does not retrain
-    it; the training rule is exercised by dry runs and tests/test_heal.py)."""
+    it; the training rule is exercised by dry runs and tests/workflow/test_heal.py)."""
     return [
         "--config",
         "study=test",
@@ -89,7 +59,7 @@ def test_study_args(embedded_test_dir) -> list[str]:
 @pytest.fixture(scope="session")
 def test_study_project(tmp_path_factory, test_study_args) -> Path:
     """A copy of the project with the test study built once. Tests that change its results
-    restore them (tests/test_heal.py checks every file afterwards)."""
+    restore them (tests/workflow/test_heal.py checks every file afterwards)."""
     project = copy_project(tmp_path_factory.mktemp("study") / "lenslab")
     proc = subprocess.run(
         snakemake_in(project, *test_study_args),

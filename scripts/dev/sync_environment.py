@@ -2,7 +2,7 @@
 
 The lock (pip-compile, with hashes) is the source of truth; environment.yml pins the same
 versions for conda users, without hashes (conda's pip section cannot mix hashed pins with the
-editable install of lenslab itself). tests/test_environment.py checks the two agree.
+editable install of lenslab itself). tests/unit/test_environment.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)")
 
 HEADER = """\
 # Conda environment for lenslab: the exact versions of requirements.lock (generated from it by
-# `make lock`; tests/test_environment.py checks that they agree). Torch is the CPU build.
+# `make lock`; tests/unit/test_environment.py checks that they agree). Torch is the CPU build.
 name: lenslab
 channels:
   - conda-forge

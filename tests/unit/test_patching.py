@@ -389,7 +389,7 @@ def test_embedded_model_shows_romes_contrast(embedded_test_dir, mode) -> None:
     from lenslab import findings
     from lenslab.gate import load_model
 
-    rome = Path(__file__).resolve().parents[1] / "conf/prompts/embedded_rome.yaml"
+    rome = Path(__file__).resolve().parents[2] / "conf/prompts/embedded_rome.yaml"
     adapter = load_model({"name": "embedded-test", "source": "embedded"}, path=embedded_test_dir)
     prompt_set = OmegaConf.to_container(OmegaConf.load(rome), resolve=True)
     patching = parse_config({"mode": mode, "kinds": ["resid"], "noise_samples": 4})

@@ -13,7 +13,7 @@ import pytest
 
 from lenslab.io import read_parquet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 # One torch thread in every run: the runs must agree, and the machine is shared.
 ENV = {**os.environ, "LENSLAB_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

@@ -88,7 +88,9 @@ def report(tmp_path_factory, adapter, lens_table) -> Path:
     view = visibility_view(vis, (4, 3), "hover a cell")
     save_figure(fig, figs / "F15_tiny_v.png", "visibility", caption,
                 interactive={"views": [view]})  # fmt: skip
-    save_skipped_figure(figs / "F10_tiny_dev.png", "direct logit attribution", "fidelity gate failed")
+    save_skipped_figure(
+        figs / "F10_tiny_dev.png", "direct logit attribution", "fidelity gate failed"
+    )
     findings = results / "findings.parquet"
     write_parquet(pd.DataFrame({"claim": ["a < b"], "value": [0.5], "holds": [True]}), findings)
     sidecars = sorted(figs.glob("*.json"))

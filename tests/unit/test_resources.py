@@ -25,7 +25,7 @@ from lenslab.resources import (
     threads,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

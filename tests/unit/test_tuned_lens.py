@@ -443,7 +443,9 @@ def test_figures_are_written_with_their_conventions(tmp_path, peaky):
     for name in ("F7_tiny_x", "F8_tiny_x"):
         for ext in ("png", "svg", "json"):
             assert (tmp_path / f"{name}.{ext}").stat().st_size > 0
-    with pytest.raises(LensLabError, match=r"unknown figure option\(s\) \[.colour_by.\] for F7Options"):
+    with pytest.raises(
+        LensLabError, match=r"unknown figure option\(s\) \[.colour_by.\] for F7Options"
+    ):
         f7_options({"colour_by": "prob"})
 
 

@@ -26,7 +26,7 @@ from lenslab.embedded.train import (
     train_embedded_model,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOK = build_tokenizer()
 VOCAB = TOK.get_vocab()
 MICRO = {

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import copy_project
+from helpers import copy_project
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
 LIGHT = sorted(p.name for p in SCRIPTS.glob("figure_*.py")) + [
     "lens_tables.py",

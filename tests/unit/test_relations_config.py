@@ -19,7 +19,7 @@ from lenslab.patchscopes.config import (
 )
 from lenslab.relations import AttributeOptions, run_attribute, world_relation_prompts
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "prompts"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "prompts"
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import pytest
 
 from lenslab.gate.families import FAMILIES, TABLE_METHODS, markdown, measure_all
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "families.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "families.md"
 # Refusals the math requires (anything else refused would be a regression).
 EXPECTED_REFUSALS = {
     ("gemma2", "dla"): "linear_head",  # tanh soft-capped logits

@@ -14,7 +14,7 @@ from lenslab.patchscopes.config import EntityOptions, IdentityOptions, run_entit
 from lenslab.patchscopes.experiments import precision_by_layer
 from lenslab.relations import AttributeOptions, run_attribute
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 pytestmark = pytest.mark.slow
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from lenslab.errors import LensLabError
 from lenslab.figspec import FIGURES, figure_family, parse_figure_options

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_project, project_env, snakemake_in
+from helpers import copy_project, project_env, snakemake_in
 
 MODEL = "embedded-test"
 

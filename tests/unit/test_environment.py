@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from packaging.requirements import Requirement
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts" / "dev"))
 from sync_environment import lock_pins  # noqa: E402
 

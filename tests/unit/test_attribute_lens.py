@@ -165,7 +165,9 @@ def test_save_load_and_shape_errors(tmp_path, gpt2_adapter: ModelAdapter) -> Non
     (tmp_path / "lre.safetensors").write_bytes((tmp_path / "r.safetensors").read_bytes())
     via_registry = build_lens("attribute.r", gpt2_adapter, tmp_path)
     assert torch.equal(via_registry.bias, lens.bias) and via_registry.beta == 1.5
-    with pytest.raises(LensLabError, match=r"attribute.r lens needs its fitted parameters \(lre.safetensors\)"):
+    with pytest.raises(
+        LensLabError, match=r"attribute.r lens needs its fitted parameters \(lre.safetensors\)"
+    ):
         build_lens("attribute.r", gpt2_adapter)
     with pytest.raises(LensLabError, match="leaves no prompts"):
         split(prompts, 2)

@@ -10,7 +10,7 @@ import pytest
 
 from lenslab.codedeps import imported_modules, module_file
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 # Longest prefix wins: lenslab.models.probe is models, lenslab.gate is gate.
 LAYERS = {
     "core": ["lenslab", "lenslab.errors", "lenslab.io", "lenslab.config", "lenslab.options",
