@@ -20,6 +20,9 @@ CAPTIONS = {
     "as the 2020 post)",
     "tuned": "tuned lens (a learned affine translator per layer, then the full final norm and "
     "unembedding)",
+    "jacobian": "Jacobian lens (J-lens, Gurnee et al. 2026: W_U norm(J_l h_l), J_l the mean "
+    "Jacobian of the last block's output with respect to resid[l], fitted without training; "
+    "resid[0] fitted too by lenslab, read as the logit lens when an artifact lacks it)",
 }
 
 
@@ -47,6 +50,15 @@ def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = N
         from lenslab.lenses.tuned import TunedLens  # lazy: only tuned-lens runs import it
 
         return TunedLens.load(lens_dir, adapter)
+    if name == "jacobian":
+        if lens_dir is None:
+            raise LensLabError(
+                "the J-lens needs its fitted matrices",
+                fix="pass lens_dir (the directory with lens.pt, e.g. results/jacobian_lens/<model>)",
+            )
+        from lenslab.lenses.jacobian import ARTIFACT_FILE, JacobianLens  # lazy, like tuned
+
+        return JacobianLens.load(Path(lens_dir) / ARTIFACT_FILE, adapter)
     if name.startswith("attribute."):
         if lens_dir is None:
             raise LensLabError(

@@ -8,7 +8,7 @@ from typing import Any
 
 from lenslab.errors import LensLabError
 
-LENS_NAMES = ("logit", "logit_noaffine", "tuned")
+LENS_NAMES = ("logit", "logit_noaffine", "tuned", "jacobian")
 COMPILE_MODES = ("auto", "on", "off")
 CI_METHODS = ("normal", "bootstrap")
 
