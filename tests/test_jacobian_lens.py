@@ -121,7 +121,9 @@ def test_prompt_jacobian_equals_brute_force_autograd(gpt2):
 
     def final_from_resid0(h0):
         states: list[torch.Tensor] = []
-        swap = block.register_forward_pre_hook(lambda m, a, kw: ((h0, *a[1:]), kw), with_kwargs=True)
+        swap = block.register_forward_pre_hook(
+            lambda m, a, kw: ((h0, *a[1:]), kw), with_kwargs=True
+        )
         with gpt2.record_resid(states):
             gpt2.model(input_ids=torch.tensor([ids]), use_cache=False)
         swap.remove()

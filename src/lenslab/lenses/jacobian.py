@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from lenslab.errors import LensLabError
 from lenslab.io import atomic_path
 from lenslab.lenses.base import Lens
-from lenslab.models.adapter import ModelAdapter, _first_tensor
+from lenslab.models.adapter import ModelAdapter
 
 ARTIFACT_FILE = "lens.pt"  # in results/jacobian_lens/<model>/
 EMBED_KEY = "J_embed"  # lenslab's extra key: J of resid[0]; reference loaders ignore it
@@ -355,7 +355,9 @@ class JacobianLens(Lens):
                     f"{adapter.name or 'this model'} (resid[0..{n - 1}] of [{d}, {d}])",
                     fix="use a lens fitted for this model",
                 )
-        self.matrices = {int(r): m.detach().float().to(adapter.device) for r, m in jacobians.items()}
+        self.matrices = {
+            int(r): m.detach().float().to(adapter.device) for r, m in jacobians.items()
+        }
         self.n_prompts = int(n_prompts)
         self.metadata = dict(metadata or {})
 
