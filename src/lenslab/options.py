@@ -1,6 +1,6 @@
 """Figure options of the readout views (``study.figures.<id>.options``), validated: the
 patchscope views (F11 token identity, F12 entity resolution), the attribute lens (F9) and the
-look-ahead beams (F16c).
+look-ahead beams (F16c) and the Jacobian lens (F18).
 
 Torch-free: the figure jobs read these without loading a model; the modules that run the
 experiments (:mod:`lenslab.patchscopes.config`, :mod:`lenslab.relations`,
@@ -77,3 +77,19 @@ class BeamOptions:
     positions: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
     width: int = 5
     depth: int = 3
+
+
+@dataclass(frozen=True)
+class JacobianOptions:
+    """``study.figures.F18.options``: the prompt whose J-lens readout (top-1 per layer and
+    position) is drawn, its colour (``prob`` or ``entropy``) and the most layer rows shown."""
+
+    prompt: str | None = None  # prompt id (default: the first of the set)
+    colour: str = "prob"
+    max_rows: int = 25
+
+    def __post_init__(self) -> None:
+        if self.colour not in ("prob", "entropy"):
+            raise LensLabError(f"F18 colour={self.colour!r}", fix="use 'prob' or 'entropy'")
+        if int(self.max_rows) < 2:
+            raise LensLabError(f"F18 max_rows={self.max_rows}", fix="use max_rows >= 2")

@@ -37,6 +37,7 @@ FAMILIES = {
     "F17": "logit lens",
     "F7": "tuned lens",
     "F8": "tuned lens",
+    "F18": "tuned lens",
     "F9": "patchscopes",
     "F10": "attribution",
     "F11": "attribution",

@@ -290,6 +290,12 @@ def _f17(ctx: FigureContext) -> None:
     parse_distance_options(ctx.options)
 
 
+def _f18(ctx: FigureContext) -> None:
+    from lenslab.options import JacobianOptions, parse_options
+
+    parse_options(JacobianOptions, ctx.options)
+
+
 def _f16(ctx: FigureContext) -> None:
     _keys(ctx, ("max_ahead",))
     _int_in(ctx, "max_ahead", 1)
@@ -313,6 +319,7 @@ FIGURE_CHECKS: dict[str, Callable[[FigureContext], None]] = {
     "F16": _f16,
     "F16b": _none,
     "F17": _f17,
+    "F18": _f18,
 }
 
 

@@ -6,11 +6,13 @@ LENS = parse_lens_config(stage_cfg("lens"))  # a bad lens block fails here, befo
 
 
 def lens_inputs(wildcards):
-    """Activations of the prompt set; the tuned lens also needs its trained parameters."""
+    """Activations of the prompt set; the tuned lens and the J-lens also need their files."""
     base = res(f"activations/{wildcards.model}/{wildcards.prompts}")
     inputs = {"resid": f"{base}/resid.safetensors", "tokens": f"{base}/tokens.parquet"}
     if wildcards.lens == "tuned":
         inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
+    if wildcards.lens == "jacobian":
+        inputs["jacobian"] = res(f"jacobian_lens/{wildcards.model}/lens.pt")
     return inputs
 
 

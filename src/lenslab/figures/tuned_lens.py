@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
 
     from lenslab.lenses.base import Lens
 
-LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
+LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange", "jacobian": "tab:green"}
 # One unit per quantity, as the README's table: KL in nats per token always; `unit` is the
 # cross-entropy's (bits per byte by default, the tuned-lens paper's unit).
 F7_OPTIONS = {"prompt": None, "colour": "prob", "unit": "bits_per_byte", "max_rows": 25}
