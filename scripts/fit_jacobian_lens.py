@@ -29,7 +29,7 @@ fit = fit_jacobian(
     FitSettings(f.skip_first, f.skip_last, f.dim_batch, f.fit_embeddings),
     checkpoint=out.with_name("checkpoint.pt"),
     checkpoint_every=f.checkpoint_every,
-    metadata={"model_revision": params.model.get("revision"), "text": asdict(settings.text),
+    metadata={"config_revision": params.model.get("revision"), "text": asdict(settings.text),
               "seq_len": f.seq_len},
 )  # fmt: skip
 fit.lens(adapter).save(out)

@@ -315,10 +315,15 @@ def fit_metadata(
 ) -> dict[str, Any]:
     """Provenance: model, prompts, skip settings, dtype (plain types: weights_only loadable)."""
     config = getattr(adapter.model, "config", None)
+    hub_id = str(getattr(config, "_name_or_path", "") or "")
+    # TransformerLens checks model_name against the id it booted: a hub id is kept, a local
+    # path (the embedded model's) is left out, as results hold no absolute paths
+    local = not hub_id or hub_id.startswith(("/", ".", "~")) or Path(hub_id).exists()
     return {
         "estimator": METHOD,
         "fitted_by": "lenslab",
-        "model_name": adapter.name,
+        "lenslab_model": adapter.name,
+        **({} if local else {"model_name": hub_id}),
         "model_revision": getattr(config, "_commit_hash", None),
         "n_layers": adapter.n_layers,
         "target_layer": adapter.n_layers - 1,  # reference numbering: the last block's output
@@ -414,7 +419,7 @@ class JacobianLens(Lens):
             )
         model = adapter.name or "this model"
         meta = dict(payload.get("metadata") or {})
-        fitted_for = meta.get("model_name") or "another model"
+        fitted_for = meta.get("lenslab_model") or meta.get("model_name") or "another model"
         fix = f"use a J-lens fitted for {model} (this one was fitted for {fitted_for!r}) or refit"
         if int(payload["d_model"]) != adapter.d_model:
             raise LensLabError(
