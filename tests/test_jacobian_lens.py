@@ -284,3 +284,27 @@ def test_transformer_lens_loads_a_lenslab_artifact_with_the_same_readout(tmp_pat
     assert not torch.equal(
         ours.matrices[1], JacobianLens.load(tmp_path / "other.pt", adapter).matrices[1]
     )
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_the_cached_prefix_gives_the_same_jacobian_as_whole_prompts(arch):
+    adapter = ModelAdapter(build_tiny(arch), tiny_tokenizer(), name=arch)
+    ids = _prompts(1, length=14)[0]
+    cached = jl.prompt_jacobian(adapter, ids, SETTINGS)
+    whole = jl.prompt_jacobian(
+        adapter, ids, FitSettings(skip_first=3, dim_batch=6, prefix_cache=False)
+    )
+    for r in whole:
+        assert torch.allclose(cached[r], whole[r], atol=1e-5), r
+    assert jl._check_prefix_cache(adapter, ids, SETTINGS).prefix_cache
+
+
+def test_a_model_whose_cached_run_differs_fits_whole_prompts(gpt2, monkeypatch):
+    real = jl._states_with_graph
+
+    def broken(adapter, ids, prefix=0):
+        states = real(adapter, ids, prefix)
+        return [s + 1.0 for s in states] if prefix else states
+
+    monkeypatch.setattr(jl, "_states_with_graph", broken)
+    assert not jl._check_prefix_cache(gpt2, _prompts(1)[0], SETTINGS).prefix_cache

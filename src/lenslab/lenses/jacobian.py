@@ -34,8 +34,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,13 @@ from tqdm.auto import tqdm
 from lenslab.errors import LensLabError
 from lenslab.io import atomic_path
 from lenslab.lenses.base import Lens
-from lenslab.models.adapter import ModelAdapter
+from lenslab.models.adapter import ModelAdapter, output_cache
 
 ARTIFACT_FILE = "lens.pt"  # in results/jacobian_lens/<model>/
 EMBED_KEY = "J_embed"  # lenslab's extra key: J of resid[0]; reference loaders ignore it
 METHOD = "jacobian_lens"  # the fidelity gate's name for it
 STORE_DTYPE = torch.float16  # the reference format's storage dtype
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,10 @@ class FitSettings:
     skip_last: bool = True  # the last position has no next-token target
     dim_batch: int = 8  # one-hot cotangents (output directions) per backward pass
     fit_embeddings: bool = True  # also fit resid[0] (else resid[0] is read as the logit lens)
+    # Run the skipped leading positions once into a key/value cache and differentiate only the
+    # rest (same J, fewer FLOPs). fit_jacobian checks it on the first prompt and falls back to
+    # the full forward for a model whose cached run differs.
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.skip_first < 0 or self.dim_batch < 1:
@@ -197,9 +203,18 @@ def _frozen(model: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _states_with_graph(adapter: ModelAdapter, ids: Tensor) -> list[Tensor]:
-    """``resid[0..L]`` ([B, T, D] each) of ``ids`` inside the autograd graph; the forward stops
-    after the last block. The token-embedding output is the graph's root (weights frozen)."""
+def _states_with_graph(adapter: ModelAdapter, ids: Tensor, prefix: int = 0) -> list[Tensor]:
+    """``resid[0..L]`` ([B, T - prefix, D] each) of ``ids`` inside the autograd graph; the
+    forward stops after the last block. The token-embedding output is the graph's root (weights
+    frozen). With ``prefix``, the first ``prefix`` positions run first without a graph into a
+    key/value cache, and only the rest is differentiated: exact, since by causality no source
+    at or after ``prefix`` changes anything before it."""
+    kwargs: dict[str, Any] = {}
+    if prefix:
+        with torch.no_grad():
+            out = adapter.model(input_ids=ids[:, :prefix], use_cache=True)
+        kwargs["cache"] = output_cache(out)
+        ids = ids[:, prefix:]
     states: list[Tensor] = []
 
     def root(_mod, _args, output):
@@ -213,7 +228,7 @@ def _states_with_graph(adapter: ModelAdapter, ids: Tensor) -> list[Tensor]:
         with torch.enable_grad(), adapter.record_resid(states):
             # registered after record_resid's hooks, so the last state is recorded first
             handles.append(adapter.blocks[-1].register_forward_hook(stop))
-            adapter.model(input_ids=ids, use_cache=False)
+            adapter.model(input_ids=ids, use_cache=bool(prefix), **kwargs)
     except _Stop:
         pass
     finally:
@@ -250,7 +265,9 @@ def prompt_jacobian(
     d, b = adapter.d_model, settings.dim_batch
     layers = list(layers or source_states(adapter.n_layers, settings.fit_embeddings))
     ids_t = torch.tensor([list(ids[:keep])], device=adapter.device).expand(min(b, d), -1)
-    states = _states_with_graph(adapter, ids_t)
+    prefix = valid.start if settings.prefix_cache else 0  # positions before V: no graph
+    states = _states_with_graph(adapter, ids_t, prefix)
+    first = valid.start - prefix  # the first valid position in the differentiated part
     target, sources = states[-1], [states[r] for r in layers]
     out = {r: torch.empty(d, d, dtype=torch.float32, device=target.device) for r in layers}
     n_pass = -(-d // b)
@@ -259,10 +276,10 @@ def prompt_jacobian(
     for k in range(n_pass):
         start, width = k * b, min(b, d - k * b)
         cot.zero_()
-        cot[rows[:width], valid.start :, start + rows[:width]] = 1.0
+        cot[rows[:width], first:, start + rows[:width]] = 1.0
         grads = torch.autograd.grad(target, sources, cot, retain_graph=k < n_pass - 1)
         for r, g in zip(layers, grads, strict=True):
-            out[r][start : start + width] = g[:width, valid.start :].float().mean(1)
+            out[r][start : start + width] = g[:width, first:].float().mean(1)
     return out
 
 
@@ -288,6 +305,8 @@ def fit_jacobian(
                 fix=f"use prompts of more than {settings.skip_first + int(settings.skip_last)} "
                 "tokens or lower jacobian_lens.fit.skip_first",
             )
+    if settings.prefix_cache and settings.skip_first and prompts:
+        settings = _check_prefix_cache(adapter, prompts[0], settings)
     meta = fit_metadata(adapter, prompts, settings, metadata)
     layers = source_states(adapter.n_layers, settings.fit_embeddings)
     fit, start = JacobianFit.empty(layers, adapter.d_model, meta), 0
@@ -305,6 +324,29 @@ def fit_jacobian(
                 fit.save(ckpt, i + 1)
     bar.close()
     return fit
+
+
+def _check_prefix_cache(
+    adapter: ModelAdapter, ids: Sequence[int], settings: FitSettings
+) -> FitSettings:
+    """Settings with ``prefix_cache`` off when the cached run's states differ from the full
+    forward's on ``ids`` (a model whose cache is not causal-exact); else unchanged."""
+    ids_t = torch.tensor([list(ids)], device=adapter.device)
+    s = settings.skip_first
+    with torch.no_grad():
+        _, full = adapter.run_with_resid(ids_t)
+        try:
+            cached = torch.stack(_states_with_graph(adapter, ids_t, s))
+        except Exception:  # noqa: BLE001 - any failure of the cached run means: do not use it
+            cached = None
+    if cached is not None and cached.shape == full[:, :, s:].shape:
+        scale = max(float(full.abs().max()), 1.0)
+        if float((cached - full[:, :, s:]).abs().max()) <= 1e-4 * scale:
+            return settings
+    log.warning(
+        "%s: the cached prefix run differs; the J-lens fit runs whole prompts", adapter.name
+    )
+    return replace(settings, prefix_cache=False)
 
 
 def fit_metadata(
