@@ -1,9 +1,9 @@
 """Interop with TransformerLens 4.x's ``JacobianLens`` (optional: tests and benchmarks only).
 
 TransformerLens reads the same artifact format; its layer ``b`` (``blocks.b.hook_out``) is
-lenslab's ``resid[b + 1]``. Its bridge wraps the *same* HF module as the adapter
-(``boot_transformers(hf_model=...)``), so both sides run identical weights, offline: the
-tokenizer must come from a local directory (TransformerLens reloads it from its path).
+lenslab's ``resid[b + 1]``. Its bridge wraps a copy of the adapter's model read from the same
+local directory (``boot_transformers(hf_model=...)``, offline), so both sides run identical
+weights; TransformerLens reloads the tokenizer from that directory too.
 """
 
 from __future__ import annotations
@@ -34,9 +34,12 @@ def require_transformer_lens() -> Any:
 
 
 def tl_bridge(adapter: ModelAdapter) -> Any:
-    """A raw TransformerBridge around ``adapter.model`` (the same module, the same weights)."""
+    """A raw TransformerBridge around a second copy of the adapter's model, read from the same
+    directory (the same weights). Not ``adapter.model`` itself: booting wraps the HF module's
+    components in place (and forces eager attention), which would change the lenslab side."""
     require_transformer_lens()
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
 
     source = getattr(adapter.tokenizer, "name_or_path", "")
     if not source or not Path(source).is_dir():
@@ -44,10 +47,12 @@ def tl_bridge(adapter: ModelAdapter) -> Any:
             "TransformerLens reloads the tokenizer from its directory; this one has none",
             fix="load the model with lenslab.models.load_model from a local directory",
         )
+    dtype = adapter.unembed.weight.dtype
+    copy = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bridge = TransformerBridge.boot_transformers(
-            source, hf_model=adapter.model, tokenizer=adapter.tokenizer, device="cpu"
+            source, hf_model=copy, tokenizer=adapter.tokenizer, device="cpu"
         )
     return bridge.eval()
 
