@@ -16,8 +16,12 @@ setup()
 params = snakemake.params
 opts = parse_options(IdentityOptions, params.options)
 adapter = load_model(params.model, params.model_path)
-tuned = getattr(snakemake.input, "tuned", None)
-lens_dir = Path(tuned).parent if tuned else None
-lenses = {name: build_lens(name, adapter, lens_dir) for name in params.lenses}
+# fitted lenses read their files from their own directories (tuned: params.pt, jacobian: lens.pt)
+dirs = {
+    k: Path(getattr(snakemake.input, k)).parent
+    for k in ("tuned", "jacobian")
+    if k in snakemake.input.keys()
+}
+lenses = {name: build_lens(name, adapter, dirs.get(name)) for name in params.lenses}
 table = run_identity(adapter, params.prompts, opts, lenses, params.model.get("prepend_bos"))
 write_parquet(table, snakemake.output.table)

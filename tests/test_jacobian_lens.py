@@ -308,3 +308,36 @@ def test_a_model_whose_cached_run_differs_fits_whole_prompts(gpt2, monkeypatch):
 
     monkeypatch.setattr(jl, "_states_with_graph", broken)
     assert not jl._check_prefix_cache(gpt2, _prompts(1)[0], SETTINGS).prefix_cache
+
+
+def test_settings_are_validated():
+    from lenslab.lenses.jacobian_config import parse_jacobian_settings
+
+    assert parse_jacobian_settings({}).fit.skip_first == 16
+    with pytest.raises(LensLabError, match="window needs a valid position"):
+        parse_jacobian_settings({"fit": {"seq_len": 17}})
+    with pytest.raises(LensLabError, match=r"unknown jacobian_lens.fit setting\(s\) \['skip'\]"):
+        parse_jacobian_settings({"fit": {"skip": 1}})
+    with pytest.raises(LensLabError, match="is not a bool"):
+        parse_jacobian_settings({"fit": {"skip_last": 1}})
+
+
+def test_the_comparison_scores_an_identity_jlens_as_the_logit_lens(gpt2):
+    from lenslab.lenses.jacobian_config import JEvalSettings
+    from lenslab.lenses.jacobian_eval import compare_lenses
+
+    eye = JacobianLens(gpt2, {r: torch.eye(gpt2.d_model) for r in range(gpt2.n_layers)}, 1)
+    fitted = fit_jacobian(gpt2, _prompts(2), SETTINGS, progress=False).lens(gpt2)
+    windows = torch.tensor(_prompts(6, length=10, seed=3))
+    lenses = {"logit": LogitLens(gpt2), "identity": eye, "jacobian": fitted}
+    table = compare_lenses(gpt2, lenses, windows, JEvalSettings(bootstrap=50))
+    wide = {
+        m: table[table.metric == m].pivot(index="layer", columns="lens", values="value")
+        for m in ("kl", "top1")
+    }
+    assert (wide["kl"]["identity"] == wide["kl"]["logit"]).all()
+    assert (wide["top1"]["identity"] == wide["top1"]["logit"]).all()
+    last = gpt2.n_layers
+    assert wide["top1"].loc[last].eq(1.0).all() and wide["kl"].loc[last].abs().max() < 1e-6
+    assert not (wide["kl"]["jacobian"].iloc[1:last] == wide["kl"]["logit"].iloc[1:last]).all()
+    assert table[table.metric == "top1"].ci_low.le(table[table.metric == "top1"].value).all()

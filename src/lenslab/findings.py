@@ -165,3 +165,8 @@ def tuned_lens_findings(evaluation: pd.DataFrame, source: str) -> list[Finding]:
 def findings_table(findings: Iterable[Finding], model: str) -> pd.DataFrame:
     rows = [{"model": model, **f.row()} for f in findings]
     return pd.DataFrame(rows, columns=["model", *COLUMNS])
+
+
+def jacobian_lens_findings(evaluation: pd.DataFrame, source: str) -> list[Finding]:
+    """The J-lens against the logit and tuned lenses on held-out text (F18)."""
+    return []

@@ -15,6 +15,8 @@ def identity_inputs(wildcards):
     inputs = model_input(wildcards)
     if "tuned" in identity_lenses():
         inputs["tuned"] = res(f"tuned_lens/{wildcards.model}/params.pt")
+    if "jacobian" in identity_lenses():
+        inputs["jacobian"] = res(f"jacobian_lens/{wildcards.model}/lens.pt")
     return inputs
 
 
