@@ -17,11 +17,8 @@ params = snakemake.params
 opts = parse_options(IdentityOptions, params.options)
 adapter = load_model(params.model, params.model_path)
 # fitted lenses read their files from their own directories (tuned: params.pt, jacobian: lens.pt)
-dirs = {
-    k: Path(getattr(snakemake.input, k)).parent
-    for k in ("tuned", "jacobian")
-    if k in snakemake.input.keys()
-}
+fitted = {k: getattr(snakemake.input, k, None) for k in ("tuned", "jacobian")}
+dirs = {k: Path(path).parent for k, path in fitted.items() if path}
 lenses = {name: build_lens(name, adapter, dirs.get(name)) for name in params.lenses}
 table = run_identity(adapter, params.prompts, opts, lenses, params.model.get("prepend_bos"))
 write_parquet(table, snakemake.output.table)
