@@ -18,14 +18,14 @@ SOURCES = ("auto", "embedded", "file")
 
 @dataclass(frozen=True)
 class JFitSettings:
-    n_prompts: int = 200
+    n_prompts: int = 128
     seq_len: int = 64
     skip_first: int = 16
     skip_last: bool = True
     dim_batch: int = 8
     fit_embeddings: bool = True
     checkpoint_every: int = 25
-    threads: int = 2
+    threads: int = 1
 
 
 @dataclass(frozen=True)
