@@ -341,3 +341,10 @@ def test_the_comparison_scores_an_identity_jlens_as_the_logit_lens(gpt2):
     assert wide["top1"].loc[last].eq(1.0).all() and wide["kl"].loc[last].abs().max() < 1e-6
     assert not (wide["kl"]["jacobian"].iloc[1:last] == wide["kl"]["logit"].iloc[1:last]).all()
     assert table[table.metric == "top1"].ci_low.le(table[table.metric == "top1"].value).all()
+
+
+def test_a_damaged_checkpoint_is_ignored(gpt2, tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(b"not a torch file")
+    fit = fit_jacobian(gpt2, _prompts(2), SETTINGS, checkpoint=ckpt, progress=False)
+    assert fit.n_prompts == 2

@@ -154,12 +154,14 @@ class JacobianFit:
         meta = {**self.metadata, "n_prompts": self.n_prompts}
         return JacobianLens(adapter, self.means(), self.n_prompts, meta)
 
-    # checkpoint: the sums themselves (float64), so a resumed fit is the uninterrupted one
+    # checkpoint: the sums themselves (float64), so a resumed fit is the uninterrupted one.
+    # Keyed by resid index under lenslab's own names: the reference checkpoint's keys
+    # (jacobian_sum, n_done) would make TransformerLens read them as block indices, one off.
     def save(self, path: str | Path, next_index: int) -> None:
         state = {
-            "jacobian_sum": {int(r): s for r, s in self.sums.items()},
-            "n_done": self.n_prompts,
-            "next_idx": int(next_index),
+            "lenslab_resid_sums": {int(r): s for r, s in self.sums.items()},
+            "n_prompts": self.n_prompts,
+            "next_index": int(next_index),
             "metadata": self.metadata,
         }
         _save_bytes(state, path)
@@ -167,10 +169,11 @@ class JacobianFit:
     @classmethod
     def load(cls, path: str | Path) -> tuple[JacobianFit, int]:
         state = _torch_load(Path(path))
-        sums = {int(r): s.to(torch.float64) for r, s in state["jacobian_sum"].items()}
-        return cls(sums, int(state["n_done"]), dict(state.get("metadata") or {})), int(
-            state["next_idx"]
-        )
+        if "lenslab_resid_sums" not in state:
+            raise LensLabError(f"{path} is not a lenslab J-lens checkpoint", fix="delete it")
+        sums = {int(r): s.to(torch.float64) for r, s in state["lenslab_resid_sums"].items()}
+        fit = cls(sums, int(state["n_prompts"]), dict(state.get("metadata") or {}))
+        return fit, int(state["next_index"])
 
 
 _PER_SLICE = ("prompts_digest", "prompt_tokens", "merged_digests", "n_prompts")
@@ -312,9 +315,13 @@ def fit_jacobian(
     fit, start = JacobianFit.empty(layers, adapter.d_model, meta), 0
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.is_file():
-        saved, index = JacobianFit.load(ckpt)
-        if saved.metadata == meta and sorted(saved.sums) == layers:
-            fit, start = saved, index
+        try:
+            saved, index = JacobianFit.load(ckpt)
+        except LensLabError as err:  # a damaged checkpoint is only a lost shortcut
+            log.warning("ignoring the J-lens checkpoint: %s", err)
+        else:
+            if saved.metadata == meta and sorted(saved.sums) == layers:
+                fit, start = saved, index
     bar = tqdm(total=len(prompts), initial=start, desc="fit J-lens", disable=not progress)
     with _frozen(adapter.model):
         for i in range(start, len(prompts)):
