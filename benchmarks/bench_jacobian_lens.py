@@ -8,8 +8,9 @@ wraps the adapter's model) and the same token ids.
 2. Agreement: the largest |J_lenslab - J_TL| over max |J_TL|, per layer (goal <= 1e-4), and the
    readout of a lenslab-written artifact loaded by TransformerLens (``JacobianLens.load`` +
    ``readout``) against lenslab's own readout.
-3. Peak memory of each fit, in subprocesses: the resident-set peak (Linux VmHWM, reset through
-   /proc/self/clear_refs just before the fit) minus the resident set before it.
+3. Peak memory of one prompt's fit, in a fresh subprocess per side (after one plain forward):
+   the resident-set peak (Linux VmHWM, reset through /proc/self/clear_refs just before the fit)
+   minus the resident set before it.
 
 Model: ``--model DIR`` (an HF directory with its tokenizer, e.g. results/models/embedded), else
 a random GPT-2 of the embedded model's shape (6 blocks, d=128) saved to a temporary directory.
@@ -120,7 +121,9 @@ def _memory_child(args: argparse.Namespace) -> None:
             "transformer_lens": lambda: _fit_tl(bridge, prompts[:1], args),
             "lenslab": lambda: _fit_ours(adapter, ids[:1], args, False),
         }[args.memory_child]
-        run()  # warm-up: allocator pools and lazy imports are not the fit's
+        with torch.no_grad():  # warm-up: lazy imports and one forward on both models
+            adapter.model(input_ids=torch.tensor(ids[:1]))
+            bridge(torch.tensor(ids[:1]), return_type=None)
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         before = _rss_kb("VmRSS")
         run()

@@ -45,7 +45,10 @@ def measure(model: str, seed: int, work: Path, threads: int) -> pd.DataFrame:
     def conf(name: str) -> dict:
         return OmegaConf.to_container(OmegaConf.load(REPO / f"conf/{name}/default.yaml"))
 
-    tuned_s, jlens_s = parse_settings(conf("tuned_lens")), parse_jacobian_settings(conf("jacobian_lens"))
+    tuned_s, jlens_s = (
+        parse_settings(conf("tuned_lens")),
+        parse_jacobian_settings(conf("jacobian_lens")),
+    )
     seq = tuned_s.train.seq_len
     train_docs = load_documents(tuned_s.text, model_cfg, "train", model_dir)
     tuned, _ = train_tuned_lens(
@@ -86,7 +89,9 @@ def main() -> None:
         table.to_parquet(work / f"{args.model}-seed{seed}.parquet")
         print(f"\n== {args.model} seed {seed} (J-lens fit {table.fit_seconds.iloc[0]} s)")
         for metric in ("kl", "top1"):
-            wide = table[table.metric == metric].pivot(index="layer", columns="lens", values="value")
+            wide = table[table.metric == metric].pivot(
+                index="layer", columns="lens", values="value"
+            )
             print(metric, "\n", wide.round(4).to_string())
         for finding in jacobian_lens_findings(table, "jacobian_lens eval"):
             print(finding.row())
