@@ -13,6 +13,8 @@ rows = findings.training_findings(json.loads((Path(inp.model_dir) / "metrics.jso
 rows += findings.rome_findings(pd.read_parquet(inp.patching), "patching")
 rows += findings.emergence_findings(pd.read_parquet(inp.tracked), "lens (logit, tracked)")
 rows += findings.tuned_lens_findings(pd.read_parquet(inp.tuned), "tuned_lens eval")
+for path in inp.jlens:  # present when the study applies the J-lens
+    rows += findings.jacobian_lens_findings(pd.read_parquet(path), "jacobian_lens eval")
 table = findings.findings_table(rows, snakemake.params.model)
 print(table[["finding", "value", "op", "threshold", "holds"]].to_string(index=False))
 write_parquet(table, snakemake.output.table)

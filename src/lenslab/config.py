@@ -104,6 +104,7 @@ class Config:
     lens: dict[str, Any] = field(default_factory=dict)
     patching: dict[str, Any] = field(default_factory=dict)
     tuned_lens: dict[str, Any] = field(default_factory=dict)
+    jacobian_lens: dict[str, Any] = field(default_factory=dict)
 
 
 def available(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

@@ -75,6 +75,9 @@ FIGURES: dict[str, FigureSpec] = {
                    "look-ahead"),
         FigureSpec("F16c", "beam over the logit lens: multi-token continuations read from each "
                    "layer", "seed 004", "look-ahead", o.BeamOptions),
+        FigureSpec("F18", "Jacobian lens (J-lens) vs logit and tuned lens: readout top-1 "
+                   "trajectory, held-out KL to the output and top-1 agreement per layer",
+                   "methods.md (Gurnee et al. 2026)", "Jacobian lens", o.JacobianOptions),
         FigureSpec("F17", "distance choice: KL, reverse KL, JS, MSE, cosine, top-1 agreement",
                    "seed 002", LOGIT, o.DistanceOptions),
     )

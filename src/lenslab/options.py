@@ -236,3 +236,19 @@ class BeamOptions:
     positions: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
     width: int = 5
     depth: int = 3
+
+
+@dataclass(frozen=True)
+class JacobianOptions:
+    """F18: the prompt whose J-lens readout (top-1 per layer and position) is drawn, its colour
+    (``prob`` or ``entropy``) and the most layer rows shown."""
+
+    prompt: str | None = None  # prompt id (default: the first of the set)
+    colour: str = "prob"
+    max_rows: int = 25
+
+    def __post_init__(self) -> None:
+        if self.colour not in ("prob", "entropy"):
+            raise LensLabError(f"F18 colour={self.colour!r}", fix="use 'prob' or 'entropy'")
+        if int(self.max_rows) < 2:
+            raise LensLabError(f"F18 max_rows={self.max_rows}", fix="use max_rows >= 2")

@@ -280,6 +280,7 @@ CONTEXT_CHECKS: dict[str, Callable[[FigureContext], None]] = {
     "F13b": _f13,
     "F15": _f15,
     "F16c": _f16c,
+    "F18": _f16c,  # its prompt must be in the set
 }
 
 

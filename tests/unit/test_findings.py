@@ -80,3 +80,36 @@ def test_table_has_one_row_per_finding_with_holds():
     table = findings.findings_table(rows, "embedded")
     assert list(table.columns) == ["model", *findings.COLUMNS]
     assert table["holds"].tolist() == [True, True]
+
+
+def _jlens_table(kl: dict[str, list[float]], top1: dict[str, list[float]]) -> pd.DataFrame:
+    rows = []
+    for metric, unit, values in (("kl", "nats_per_token", kl), ("top1", "share", top1)):
+        for lens, per_layer in values.items():
+            rows += [(lens, i, metric, unit, v) for i, v in enumerate(per_layer)]
+    return pd.DataFrame(rows, columns=["lens", "layer", "metric", "unit", "value"])
+
+
+def test_jacobian_lens_findings_measure_the_papers_claim_per_layer():
+    from lenslab.findings import jacobian_lens_findings
+
+    kl = {  # the default embedded model's held-out numbers (rounded), layers 0..3 of 4
+        "logit": [22.2, 8.2, 4.3, 0.0],
+        "tuned": [1.26, 0.92, 0.30, 0.0],
+        "jacobian": [7.7, 6.3, 5.4, 0.0],
+    }
+    top1 = {"logit": [0.0, 0.10, 0.20, 1.0], "tuned": [0.5, 0.6, 0.8, 1.0],
+            "jacobian": [0.04, 0.06, 0.25, 1.0]}  # fmt: skip
+    got = {f.finding: f for f in jacobian_lens_findings(_jlens_table(kl, top1), "eval")}
+    assert sorted(got) == sorted(
+        ["tuned_over_jlens_kl_max", "jlens_over_logit_kl_embeddings"]
+        + [f"jlens_over_logit_kl_l{i}" for i in (1, 2)]
+        + [f"jlens_minus_logit_top1_l{i}" for i in (1, 2)]
+    )
+    assert got["tuned_over_jlens_kl_max"].value == pytest.approx(1.26 / 7.7)
+    assert got["tuned_over_jlens_kl_max"].holds
+    assert got["jlens_over_logit_kl_embeddings"].value == pytest.approx(7.7 / 22.2)
+    assert got["jlens_over_logit_kl_l1"].holds  # 6.3 < 8.2
+    assert not got["jlens_over_logit_kl_l2"].holds  # 5.4 > 4.3: reported as not holding
+    assert not got["jlens_minus_logit_top1_l1"].holds
+    assert got["jlens_minus_logit_top1_l2"].value == pytest.approx(0.05)

@@ -221,7 +221,7 @@ def test_bad_input_is_a_lenslab_error():
         prompt_stats(lens, resid, ids, LensConfig(layers=[0, 99]))
     with pytest.raises(LensLabError, match="logit_noaffine"):
         build_lens("tunned", adapter)
-    assert set(LENS_NAMES) == {"logit", "logit_noaffine", "tuned"}
+    assert set(LENS_NAMES) == {"logit", "logit_noaffine", "tuned", "jacobian"}
     with pytest.raises(LensLabError, match="params.pt"):
         build_lens("tuned", adapter)
     with pytest.raises(LensLabError, match="2 tokens"):

@@ -13,6 +13,8 @@ rule findings:
         patching=lambda w: res(f"patching/{w.model}/{CFG.study.findings.patching}.parquet"),
         tracked=lambda w: res(f"lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet"),
         tuned=f"{TUNED}/eval.parquet",
+        # the J-lens rows when the study applies it (lens.lenses names jacobian)
+        jlens=[f"{JLENS}/eval.parquet"] if "jacobian" in LENS.lenses else [],
     output:
         table=res("tables/findings_{model}.parquet"),
     params:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
 
     from lenslab.lenses.base import Lens
 
-LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange"}
+LENS_COLOURS = {"logit": "tab:blue", "tuned": "tab:orange", "jacobian": "tab:green"}
 
 
 def f7_options(options: dict | None) -> dict:

@@ -50,6 +50,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "lens": ("lens_final",),
     "lens_noaffine": ("lens_final", "norm_form"),
     "tuned_lens": ("lens_final",),
+    # the J-lens fit differentiates resid[L] with respect to the recorded states
+    "jacobian_lens": ("lens_final", "graph_path"),
     "dla": ("lens_final", "norm_form", "linear_head", "sublayer_sum"),
     "patch_resid": ("lens_final",),
     "patch_attn": ("lens_final", "sublayer_sum", "sublayer_patch"),

@@ -6,6 +6,10 @@ not pull in torch.
 
 from lenslab.lazy import lazy_getattr
 
-_LAZY = {"Lens": "lenslab.lenses.base", "LogitLens": "lenslab.lenses.logit"}
+_LAZY = {
+    "Lens": "lenslab.lenses.base",
+    "LogitLens": "lenslab.lenses.logit",
+    "JacobianLens": "lenslab.lenses.jacobian",
+}
 __all__ = sorted(_LAZY)
 __getattr__ = lazy_getattr(__name__, _LAZY)

@@ -37,6 +37,13 @@ LENSES: dict[str, LensSpec] = {
             "unembedding)",
             fitted="tuned_lens/{model}/params.pt",
         ),
+        LensSpec(
+            "jacobian",
+            "Jacobian lens (J-lens, Gurnee et al. 2026: W_U norm(J_l h_l), J_l the mean Jacobian "
+            "of the last block's output with respect to resid[l], fitted without training; "
+            "resid[0] fitted too by lenslab, read as the logit lens when an artifact lacks it)",
+            fitted="jacobian_lens/{model}/lens.pt",
+        ),
     )
 }
 LENS_NAMES = tuple(LENSES)

@@ -33,6 +33,10 @@ def build_lens(name: str, adapter: ModelAdapter, lens_dir: str | Path | None = N
         from lenslab.lenses.tuned import TunedLens
 
         return TunedLens.load(lens_dir, adapter)
+    if name == "jacobian":
+        from lenslab.lenses.jacobian import JacobianLens
+
+        return JacobianLens.load(Path(lens_dir) / Path(spec.fitted).name, adapter)
     from lenslab.lenses.attribute import load_attribute_lens  # attribute.<relation>
 
     relation = name[len(ATTRIBUTE_PREFIX) :]
