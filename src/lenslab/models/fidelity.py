@@ -23,6 +23,10 @@ probe run checks them all on a fixed tiny probe (two prompts of ``PROBE_LEN`` to
 ``suffix_patched``
     the fast suffix runner equals the full hooked forward on *patched* runs, not only on the
     clean replay. A failure only switches patching to the full runner.
+``head_patch``
+    restoring every head's slice of the attention output projection's input, at every
+    position, gives the same run as restoring the whole attention output (the head split
+    sees what the attention module computes from): head patching and attribution patching.
 ``graph_path``
     the autograd path (F14, F15) gives the forward's logits and residual states.
 
@@ -55,6 +59,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "patch_resid": ("lens_final",),
     "patch_attn": ("lens_final", "sublayer_sum", "sublayer_patch"),
     "patch_mlp": ("lens_final", "sublayer_sum", "sublayer_patch"),
+    "patch_head": ("lens_final", "head_patch"),
     "patch_suffix": ("lens_final", "suffix_patched"),
     "visibility": ("lens_final", "graph_path"),
     "iterative": ("lens_final", "graph_path"),
@@ -132,6 +137,7 @@ _FIXES = {
     "outputs in place, or patch only `resid` for this model",
     "suffix_patched": "patching falls back to the full runner (runner: auto or full)",
     "graph_path": "skip F14/F15 for this model",
+    "head_patch": "patch whole attention outputs (kind attn) for this model",
 }
 
 
@@ -494,6 +500,30 @@ def _suffix_patched(adapter, probe: _Probe) -> tuple[float, str]:
     return (0.0, "") if ok else (float("inf"), f"the suffix runner is wrong here: {why}")
 
 
+def _head_patch(adapter, probe: _Probe) -> tuple[float, str]:
+    from lenslab.patching.run import Patch, Patcher  # patching builds on the adapter
+
+    patcher = Patcher(adapter, probe.clean_ids, probe.corrupt_ids, runner="full")
+    if not patcher.head_splits:
+        return float("inf"), "no block has an attention output projection that splits into heads"
+    every = tuple(range(PROBE_LEN))
+    heads = tuple(range(adapter.n_heads()))
+    patches = [Patch("head", (j,), every, heads) for j in patcher.head_splits]
+    patches += [Patch("attn", (j,), every) for j in patcher.head_splits]
+    with torch.no_grad():
+        got = torch.cat([v for _, v in patcher._run_full(patches, [0] * len(patches), _ident, -1)])
+    n = len(patcher.head_splits)
+    return _rel(got[:n], got[n:]), (
+        "restoring every head's slice of the attention output projection's input does not "
+        "restore the attention output: the projection is not the attention's last step, or "
+        "the heads' outputs are not its input"
+    )
+
+
+def _ident(x: Tensor) -> Tensor:
+    return x
+
+
 def _graph_path(adapter, probe: _Probe) -> tuple[float, str]:
     logits, states = adapter.run_with_resid_graph(probe.clean_ids)
     if len(states) != len(probe.resid):
@@ -511,4 +541,5 @@ IDENTITIES: dict[str, Callable] = {
     "sublayer_patch": _sublayer_patch,
     "suffix_patched": _suffix_patched,
     "graph_path": _graph_path,
+    "head_patch": _head_patch,
 }

@@ -14,7 +14,10 @@ from lenslab.errors import LensLabError
 # The names a config may use. They live here, torch-free, because Snakemake validates studies
 # (and plans shards) in its own process, which should not pay for importing torch.
 MODES = ("auto", "pairs", "noise")  # how clean prompts are corrupted
-KINDS = ("resid", "attn", "mlp")  # which state a patch restores
+KINDS = ("resid", "attn", "mlp")  # which state a patch restores (the F13 sweep's kinds)
+# Every kind a Patch may restore: ``head`` is one attention head's output (its slice of the
+# attention output projection's input), swept by attribution patching (F13c), not by F13.
+PATCH_KINDS = (*KINDS, "head")
 RUNNERS = ("auto", "suffix", "full")  # how patched runs are computed
 
 
