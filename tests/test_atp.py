@@ -10,6 +10,8 @@ from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny, tiny_tokenizer
 from lenslab.patching import Patch, Patcher
+from lenslab.patching.atp import Run, estimate
+from lenslab.patching.atp_check import spearman
 from lenslab.patching.reference import clean_head_inputs, naive_head_patch
 
 CLEAN = [5, 6, 7, 8, 9, 10, 11]
@@ -85,3 +87,118 @@ def test_head_patch_refused_on_a_non_attention_mixer() -> None:
     assert sorted(patcher.head_splits) == [1]
     with pytest.raises(LensLabError, match="conv"):
         patcher.run([Patch("head", (0,), (3,), (0,))], [0])
+
+
+# -- the fidelity gate: residual completeness --------------------------------------------------
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma3", "falcon", "lfm2"])
+def test_residual_completeness_holds(arch: str) -> None:
+    check = _adapter(arch).fidelity.checks["resid_complete"]
+    assert check.ok and check.error < 1e-5
+
+
+def test_residual_completeness_fails_on_gemma4_and_refuses_resid_patching() -> None:
+    ad = _adapter("gemma4")  # KV sharing and per-layer inputs (lenslab.models.tiny)
+    check = ad.fidelity.checks["resid_complete"]
+    assert not check.ok and check.error > 1e-2
+    assert "num_kv_shared_layers=2" in check.cause
+    assert "hidden_size_per_layer_input=8" in check.cause
+    assert not ad.available("patch_resid") and not ad.available("atp")
+    assert ad.available("patch_head")
+    with pytest.raises(LensLabError, match="resid_complete"):
+        Patcher(ad, CLEAN, CORRUPT).run([Patch("resid", (1,), (3,))], [0])
+
+
+@pytest.mark.parametrize("per_layer,holds", [(8, False), (0, True)])
+def test_gemma4_per_layer_inputs_decide_completeness(per_layer: int, holds: bool) -> None:
+    # Gemma 4 without KV sharing: per-layer inputs alone break the identity; without them it
+    # holds. (KV sharing without per-layer inputs does not run in transformers 5.24.)
+    model = build_tiny("gemma4", num_kv_shared_layers=0, hidden_size_per_layer_input=per_layer)
+    check = ModelAdapter(model, tiny_tokenizer(), name="g4").fidelity.checks["resid_complete"]
+    assert check.ok is holds
+    assert (check.error < 1e-5) is holds
+
+
+# -- attribution patching ----------------------------------------------------------------------
+GOOD, BAD = 20, 30  # answer ids of the toy metric (logit difference at the last position)
+
+
+def _run(clean=CLEAN, corrupt=CORRUPT, noise=None) -> Run:
+    return Run(tuple(clean), tuple(corrupt), GOOD, BAD, noise)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_resid_atp_equals_an_independent_gradient(arch: str) -> None:
+    """(clean - corrupt) . dLD/dresid from the adapter's autograd path (token embeddings as the
+    leaf, states from record_resid), not from the delta leaves atp.py adds."""
+    ad = _adapter(arch)
+    [est] = estimate(ad, [_run()], graddrop=False)
+    logits, states = ad.run_with_resid_graph(CORRUPT)
+    ld = logits[0, -1, GOOD] - logits[0, -1, BAD]
+    grads = torch.autograd.grad(ld, states[1:])
+    with torch.no_grad():
+        clean = ad.run_with_resid(torch.tensor([CLEAN]))[1][1:, 0]
+    for layer, g in enumerate(grads):
+        want = ((clean[layer] - states[layer + 1][0].detach()) * g[0]).sum(-1).double()
+        assert torch.allclose(est.atp["resid"][layer], want, atol=1e-6, rtol=1e-5)
+    assert float(est.atp["resid"][:, 2:].abs().max()) > 1e-3  # after the corrupted tokens
+    assert float(est.atp["resid"][:, :2].abs().max()) == 0.0  # clean == corrupt before them
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_head_and_mlp_atp_track_exact_patching_on_a_near_linear_model(arch: str) -> None:
+    """Random tiny models change little under a patch, so the first-order estimate must be
+    close: heads within 10 % of the largest effect (measured 0.6-5.9 %), MLPs (whose patches
+    move later attention
+    more; measured 13 % on GPT-2; Falcon's and OPT's tiny MLPs are further off, 35 %) within
+    20 %, both rank-correlated above 0.9."""
+    ad = _adapter(arch)
+    [est] = estimate(ad, [_run()], graddrop=False)
+    patcher = Patcher(ad, CLEAN, CORRUPT)
+
+    def ld(lg):
+        return (lg[:, GOOD] - lg[:, BAD])[:, None].double()
+
+    base = float(ld(patcher.corrupt[0].logits[None])[0, 0])
+    L, H, T = ad.n_layers, ad.n_heads(), len(CLEAN)
+    heads = [(j, h, t) for j in range(L) for h in range(H) for t in range(2, T)]
+    mlps = [(j, t) for j in range(L) for t in range(2, T)]
+    for kind, cells, est_of, tol in (
+        ("head", heads, lambda c: est.atp["head"][c], 0.1),
+        ("mlp", mlps, lambda c: est.atp["mlp"][c], 0.2),
+    ):
+        patches = [Patch(kind, (c[0],), (c[-1],), (c[1],) if kind == "head" else ()) for c in cells]
+        exact = patcher.run(patches, [0] * len(cells), reduce=ld)[:, 0] - base
+        approx = torch.tensor([float(est_of(c)) for c in cells], dtype=torch.float64)
+        assert float((approx - exact).abs().max()) < tol * float(exact.abs().max())
+        assert spearman(approx.numpy(), exact.numpy()) > 0.9
+
+
+def test_graddrop_known_answers() -> None:
+    """The last block's heads and MLP get their gradient only from that block's terms: of the L
+    GradDrop passes, L - 1 keep |AtP| and the own-block pass gives 0, so AtP* = |AtP|. The last
+    block's output is downstream of every dropped term: all L passes keep |AtP|, so AtP* =
+    L / (L - 1) |AtP|."""
+    ad = _adapter("gpt2")
+    [est] = estimate(ad, [_run()], graddrop=True)
+    L = ad.n_layers
+    atp, star = est.atp, est.graddrop
+    for kind in ("head", "mlp"):
+        assert torch.allclose(star[kind][L - 1], atp[kind][L - 1].abs(), atol=1e-9)
+    assert torch.allclose(star["resid"][L - 1], atp["resid"][L - 1].abs() * L / (L - 1))
+    # Earlier blocks: cancellation through later blocks is dropped, so AtP* differs from |AtP|.
+    assert not torch.allclose(star["mlp"][0, 2:], atp["mlp"][0, 2:].abs(), rtol=1e-3)
+
+
+def test_batched_estimates_equal_single_runs() -> None:
+    ad = _adapter("llama")
+    other = [5, 9, 7, 12, 9, 10, 11]
+    short = [5, 6, 7, 8, 9]
+    runs = [_run(), _run(CLEAN, other), _run(short, [5, 6, 17, 8, 9]), _run(other, CORRUPT)]
+    together = estimate(ad, runs, batch_size=3)
+    for run, est in zip(runs, together, strict=True):
+        [alone] = estimate(ad, [run], batch_size=1)
+        for kind in ("head", "mlp", "resid"):
+            assert torch.allclose(est.atp[kind], alone.atp[kind], atol=1e-6, equal_nan=True)
+            assert torch.allclose(
+                est.graddrop[kind], alone.graddrop[kind], atol=1e-6, equal_nan=True
+            )
