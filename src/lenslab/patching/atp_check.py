@@ -267,7 +267,7 @@ def misses(nodes: pd.DataFrame, k: int, n: int) -> pd.DataFrame:
     """The ``n`` largest false negatives per kind and method (normalised units)."""
     frames = []
     checked = nodes[nodes["verified"] & np.isfinite(nodes["exact_norm"])]
-    for (kind, _), prompt in checked.groupby(["kind", "prompt_id"], sort=True):
+    for _, prompt in checked.groupby(["kind", "prompt_id"], sort=True):
         for method in METHODS:
             ranked = _ranked(prompt, method)
             kk = min(k, len(ranked))
