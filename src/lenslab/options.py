@@ -77,3 +77,18 @@ class BeamOptions:
     positions: list[int] = field(default_factory=lambda: [-4, -3, -2, -1])
     width: int = 5
     depth: int = 3
+
+
+@dataclass(frozen=True)
+class AtpFigureOptions:
+    """``study.figures.F13c.options``: the prompt of the head x position maps (default: the
+    one whose largest exact head effect is largest) and the estimate they show beside exact."""
+
+    prompt: str | None = None
+    method: str = "atp"  # atp (signed, same scale as exact) | atp_star (magnitude)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("atp", "atp_star"):
+            raise LensLabError(
+                f"F13c option method={self.method!r} is unknown", fix="use atp or atp_star"
+            )
