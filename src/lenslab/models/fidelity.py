@@ -66,7 +66,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "patch_attn": ("lens_final", "sublayer_sum", "sublayer_patch"),
     "patch_mlp": ("lens_final", "sublayer_sum", "sublayer_patch"),
     "patch_head": ("lens_final", "head_patch"),
-    "atp": ("lens_final", "resid_complete", "head_patch"),
+    "atp": ("lens_final", "resid_complete", "sublayer_sum", "head_patch"),
     "patch_suffix": ("lens_final", "suffix_patched"),
     "visibility": ("lens_final", "graph_path"),
     "iterative": ("lens_final", "graph_path"),
