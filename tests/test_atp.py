@@ -3,15 +3,19 @@ hand-derived identities and exact patching on the same prompts."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from lenslab.errors import LensLabError
+from lenslab.findings import atp_findings
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny, tiny_tokenizer
-from lenslab.patching import Patch, Patcher
+from lenslab.patching import Patch, Patcher, parse_config, run_patching
 from lenslab.patching.atp import Run, estimate
-from lenslab.patching.atp_check import spearman
+from lenslab.patching.atp_check import misses, run_atp, spearman, summarise
+from lenslab.patching.config import parse_atp_config
 from lenslab.patching.reference import clean_head_inputs, naive_head_patch
 
 CLEAN = [5, 6, 7, 8, 9, 10, 11]
@@ -235,3 +239,110 @@ def test_graddrop_shortcut_equals_full_backward_passes(arch: str) -> None:
     want = _graddrop_by_full_passes(ad, _run())
     for kind in est.graddrop:
         assert torch.allclose(est.graddrop[kind], want[kind], atol=1e-9, equal_nan=True)
+
+
+# -- the F13c stage: tables, verification, summary, config, findings ---------------------------
+PROMPT_SET = {
+    "name": "toy",
+    "prompts": [
+        {"id": "a", "text": "w1 w2 w3 w4 w5 w6", "subject": "w3 w4", "answer": "w9"},
+        {"id": "b", "text": "w1 w2 w7 w8 w5 w6", "subject": "w7 w8", "answer": "w10"},
+        {"id": "c", "text": "w5 w2 w7 w8 w5 w6", "subject": "w7 w8", "answer": "w11"},
+    ],
+    "pairs": [{"clean": "a", "corrupt": "b"}, {"clean": "c", "corrupt": "a"}],
+}
+
+
+def test_stage_exact_values_equal_the_f13_sweep() -> None:
+    """The stage's exact column is F13's own patching (same cases, answers, direction): its
+    resid and MLP effects equal the sweep table's logit difference minus the corrupt one."""
+    ad = _adapter("gpt2")
+    pcfg = parse_config({"mode": "pairs", "kinds": ["resid", "mlp"], "window": 1})
+    tables = run_atp(ad, PROMPT_SET, pcfg, parse_atp_config({}))
+    nodes = tables["nodes"]
+    assert nodes["verified"].all()  # 3 x (4 x 4 + 3 + 3) x 4 positions < verify_all
+    sweep = run_patching(ad, PROMPT_SET, pcfg, progress=False)
+    ld = sweep[(sweep["metric"] == "logit_diff") & (sweep["window"] == 1)]
+    merged = nodes[nodes["kind"] != "head"].merge(
+        ld, on=["prompt_id", "kind", "layer", "position"], validate="one_to_one"
+    )
+    assert len(merged) == (nodes["kind"] != "head").sum() > 0
+    want = merged["value"] - merged["corrupt_value"]
+    assert np.allclose(merged["exact"], want, atol=1e-5)
+    assert np.allclose(merged["exact_norm"] * merged["span"], merged["exact"])
+    # Positions before the first corrupted token are not nodes (a/b differ from position 2 on).
+    assert nodes.groupby("prompt_id")["position"].min().to_dict() == {"a": 2, "c": 0}
+    summary = tables["summary"]
+    assert set(summary["kind"]) == {"head", "mlp", "resid"} and summary["complete"].all()
+    assert (summary.loc[summary["kind"] == "head", "spearman"] > 0.9).all()
+
+
+def test_verification_picks_top_k_and_a_seeded_random_sample() -> None:
+    ad = _adapter("llama")
+    pcfg = parse_config({"mode": "pairs"})
+    acfg = parse_atp_config({"verify_all": 0, "verify_top_k": 3, "verify_random": 4})
+    nodes = run_atp(ad, PROMPT_SET, pcfg, acfg)["nodes"]
+    again = run_atp(ad, PROMPT_SET, pcfg, acfg)["nodes"]
+    pd.testing.assert_frame_equal(nodes, again)  # same config, same table
+    for _, rows in nodes.groupby(["prompt_id", "kind"]):
+        picked = rows[rows["verified"]]
+        assert (
+            np.isfinite(picked["exact"]).all() and rows.loc[~rows["verified"], "exact"].isna().all()
+        )
+        for method in ("atp", "atp_star"):
+            top = rows[method].abs().nlargest(3).index
+            assert rows.loc[top, "verified"].all()
+        assert 3 <= len(picked) <= 3 * 2 + 4
+
+
+def test_summary_and_misses_by_hand() -> None:
+    exact = [0.5, 0.4, 0.3, 0.2, 0.1, 0.0]
+    atp = [0.1, 0.45, 0.3, 0.2, 0.12, 0.0]  # the top node is underestimated: a false negative
+    nodes = pd.DataFrame(
+        {
+            "prompt_id": "p", "kind": "mlp", "layer": range(6), "head": -1, "position": 3,
+            "token": "x", "verified": True, "exact_norm": exact, "atp_norm": atp,
+            "atp_star_norm": np.abs(exact),
+        }
+    )  # fmt: skip
+    summary = summarise(nodes, k=2).set_index("method")
+    # Ranks of atp: [2, 6, 5, 4, 3, 1] vs exact [6, 5, 4, 3, 2, 1]: Spearman 1 - 6*sum(d^2)/(n(n^2-1))
+    d2 = (6 - 2) ** 2 + (5 - 6) ** 2 + (4 - 5) ** 2 + (3 - 4) ** 2 + (2 - 3) ** 2
+    assert summary.loc["atp", "spearman"] == pytest.approx(1 - 6 * d2 / (6 * 35))
+    assert summary.loc["atp", "recall_at_k"] == 0.5  # top-2 exact {0, 1}; estimate {1, 2}
+    assert summary.loc["atp_star", "spearman"] == pytest.approx(1.0)
+    assert summary.loc["atp", "max_abs_error"] == pytest.approx(0.4)
+    found = misses(nodes, k=2, n=5)
+    assert found[["method", "layer"]].values.tolist() == [["atp", 0]]
+
+
+def test_atp_config_is_validated() -> None:
+    assert parse_atp_config({}).verify_top_k == 10
+    for bad in (
+        {"verify_top_k": 0},
+        {"verify_random": -1},
+        {"kinds": ["attn"]},
+        {"batch_size": 1.5},
+        {"graddrop": "yes"},
+        {"verfy_top_k": 3},
+    ):
+        with pytest.raises(LensLabError):
+            parse_atp_config(bad)
+
+
+def test_atp_findings_read_the_summary() -> None:
+    summary = pd.DataFrame(
+        {
+            "kind": ["head", "head", "mlp", "mlp"],
+            "method": ["atp", "atp_star"] * 2,
+            "spearman": [0.97, 0.5, 0.9, 0.95],
+            "n": [100, 100, 20, 20],
+            "n_prompts": 2,
+            "complete": True,
+        }
+    )
+    found = {f.finding: f for f in atp_findings(summary, "atp")}
+    assert set(found) == {"atp_spearman_head", "atp_star_spearman_head", "atp_spearman_mlp",
+                          "atp_star_spearman_mlp"}  # fmt: skip
+    assert found["atp_spearman_head"].holds and not found["atp_star_spearman_head"].holds
+    assert found["atp_spearman_mlp"].value == 0.9

@@ -13,7 +13,13 @@ rule findings:
         patching=lambda w: res(f"patching/{w.model}/{CFG.study.findings.patching}.parquet"),
         tracked=lambda w: res(f"lens/{w.model}/{CFG.study.findings.lens}/logit.targets.parquet"),
         tuned=f"{TUNED}/eval.parquet",
-        code=lib("findings", "patching/metrics"),
+        # F13c's measured error, where the study names the set (study.findings.atp).
+        atp=lambda w: (
+            [res(f"atp/{w.model}/{CFG.study.findings.atp}_summary.parquet")]
+            if CFG.study.findings.get("atp")
+            else []
+        ),
+        code=lib("findings", "patching/metrics", "skipped"),
     output:
         table=res("tables/findings_{model}.parquet"),
     params:

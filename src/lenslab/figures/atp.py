@@ -25,7 +25,7 @@ def error_text(summary: pd.DataFrame) -> str:
     """One sentence per kind with the measured error (caption and findings)."""
     parts = []
     for kind in [k for k in KIND_NAMES if k in set(summary["kind"])]:
-        s = lambda m, c: _stat(summary, kind, m, c)  # noqa: E731
+        s = lambda m, c, kind=kind: _stat(summary, kind, m, c)  # noqa: E731
         n = int(s("atp", "n"))
         every = bool(summary[summary["kind"] == kind]["complete"].all())
         parts.append(
@@ -134,7 +134,11 @@ def _caption(summary: pd.DataFrame, misses: pd.DataFrame, prompt: str | None, me
         "corrupt; values are the change in logit difference normalised by LD_clean - "
         f"LD_corrupt. Measured error: {error_text(summary)} "
         + (f"Largest AtP false negatives: {named}. " if named else "")
-        + (f"Bottom: heads x positions of prompt {prompt} ({method}, exact, their difference). " if prompt else "")
+        + (
+            f"Bottom: heads x positions of prompt {prompt} ({method}, exact, their difference). "
+            if prompt
+            else ""
+        )
         + "Blocks are 0-based; positions before the first corrupted token are left out (every "
         "effect there is 0)."
     )
