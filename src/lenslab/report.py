@@ -43,6 +43,7 @@ FAMILIES = {
     "F12": "attribution",
     "F13": "causal tracing",
     "F13b": "causal tracing",
+    "F13c": "causal tracing",
     "F14": "iterative inference",
     "F15": "visibility",
     "F16": "look-ahead",

@@ -273,6 +273,20 @@ def _f13(ctx: FigureContext) -> None:
             same_length(ctx.encoded[pair.clean], ctx.encoded[pair.corrupt], "F13 patching")
 
 
+def _f13c(ctx: FigureContext) -> None:
+    from lenslab.options import AtpFigureOptions, parse_options
+    from lenslab.patching.config import parse_atp_config, parse_config, resolve_mode
+
+    options = parse_options(AtpFigureOptions, ctx.options)
+    if options.prompt is not None:
+        _prompt_id(ctx)
+    parse_atp_config(_get(ctx.cfg, "atp", None))
+    settings = parse_config(ctx.cfg.patching, ctx.set_name)
+    if resolve_mode(settings.mode, ctx.prompt_set) == "pairs":
+        for pair in ctx.prompt_set.pairs:
+            same_length(ctx.encoded[pair.clean], ctx.encoded[pair.corrupt], "F13c patching")
+
+
 def _f15(ctx: FigureContext) -> None:
     _keys(ctx, ("layer", "position", "prompt", "normalise"))
     pid = _prompt_id(ctx) or next(iter(ctx.encoded))
@@ -308,6 +322,7 @@ FIGURE_CHECKS: dict[str, Callable[[FigureContext], None]] = {
     "F10": _none,
     "F13": _f13,
     "F13b": _f13,
+    "F13c": _f13c,
     "F14": _none,
     "F15": _f15,
     "F16": _f16,
