@@ -277,6 +277,23 @@ def test_stage_exact_values_equal_the_f13_sweep() -> None:
     assert (summary.loc[summary["kind"] == "head", "spearman"] > 0.9).all()
 
 
+def test_noise_mode_stage_matches_the_f13_sweep_and_tracks_exact() -> None:
+    """Noise mode: each noise sample is its own corrupted run, estimates and exact effects are
+    means over samples; the exact column equals the F13 sweep's, AtP tracks it."""
+    ad = _adapter("gpt2")
+    pcfg = parse_config({"mode": "noise", "noise_samples": 3, "kinds": ["resid"], "window": 1})
+    nodes = run_atp(ad, PROMPT_SET, pcfg, parse_atp_config({"kinds": ["resid", "head"]}))["nodes"]
+    assert (nodes["n_samples"] == 3).all() and (nodes["mode"] == "noise").all()
+    sweep = run_patching(ad, PROMPT_SET, pcfg, progress=False)
+    ld = sweep[sweep["metric"] == "logit_diff"]
+    merged = nodes[nodes["kind"] == "resid"].merge(
+        ld, on=["prompt_id", "kind", "layer", "position"], validate="one_to_one"
+    )
+    assert np.allclose(merged["exact"], merged["value"] - merged["corrupt_value"], atol=1e-5)
+    heads = nodes[nodes["kind"] == "head"]
+    assert spearman(heads["atp"].to_numpy(), heads["exact"].to_numpy()) > 0.9
+
+
 def test_verification_picks_top_k_and_a_seeded_random_sample() -> None:
     ad = _adapter("llama")
     pcfg = parse_config({"mode": "pairs"})
