@@ -51,7 +51,9 @@ ROME_CONTRAST_MIN = 0.3  # last subject token minus last token, normalised logit
 EARLY_TOP1_MAX = 0.5  # answer top-1 under the logit lens after block 0 (facts still to come)
 OUTPUT_TOP1_MIN = 0.95  # ... and at the output
 # Attribution patching against exact patching (F13c), Spearman over every node of F13's set,
-# per node kind: AtP signed against exact, AtP* (GradDrop magnitude) against |exact|.
+# per node kind: AtP signed against exact, AtP* (GradDrop magnitude) against |exact|. Measured
+# on embedded_rome: 0.946-0.981 (default model, seed 0) and 0.960-0.981 (seed 1); the threshold
+# keeps a margin of about 0.1 below the lowest.
 ATP_SPEARMAN_MIN = {"head": 0.85, "mlp": 0.85, "resid": 0.85}
 
 
