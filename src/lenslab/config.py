@@ -103,6 +103,7 @@ class Config:
     extract: dict[str, Any] = field(default_factory=dict)
     lens: dict[str, Any] = field(default_factory=dict)
     patching: dict[str, Any] = field(default_factory=dict)
+    atp: dict[str, Any] = field(default_factory=dict)
     tuned_lens: dict[str, Any] = field(default_factory=dict)
     jacobian_lens: dict[str, Any] = field(default_factory=dict)
 

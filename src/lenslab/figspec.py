@@ -64,6 +64,10 @@ FIGURES: dict[str, FigureSpec] = {
                    "causal tracing", o.PatchingViewOptions, extra="F13b"),
         FigureSpec("F13b", "causal tracing by token category (ROME's curves)", "seed 000",
                    "causal tracing", o.PatchingViewOptions),
+        FigureSpec("F13c", "attribution patching (AtP, AtP*) vs exact patching: estimate vs exact "
+                   "per node kind (heads, MLP, residual), head x position maps; the measured "
+                   "error in the caption", "methods.md (Nanda 2023; Kramar et al. 2024)",
+                   "attribution patching", o.AtpFigureOptions),
         FigureSpec("F14", "residual updates vs gradients (iterative inference)", "seed 002",
                    "iterative inference"),
         FigureSpec("F15", "visibility: what one hidden state sees and reaches (gradient "

@@ -252,3 +252,18 @@ class JacobianOptions:
             raise LensLabError(f"F18 colour={self.colour!r}", fix="use 'prob' or 'entropy'")
         if int(self.max_rows) < 2:
             raise LensLabError(f"F18 max_rows={self.max_rows}", fix="use max_rows >= 2")
+
+
+@dataclass(frozen=True)
+class AtpFigureOptions:
+    """F13c: the prompt of the head x position maps (default: the one whose largest exact head
+    effect is largest) and the estimate they show beside exact."""
+
+    prompt: str | None = None
+    method: str = "atp"  # atp (signed, same scale as exact) | atp_star (magnitude)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("atp", "atp_star"):
+            raise LensLabError(
+                f"F13c option method={self.method!r} is unknown", fix="use atp or atp_star"
+            )

@@ -251,6 +251,17 @@ def _f13(ctx: FigureContext) -> None:
             same_length(ctx.encoded[pair.clean], ctx.encoded[pair.corrupt], "F13 patching")
 
 
+def _f13c(ctx: FigureContext) -> None:
+    from lenslab.patching.config import parse_atp_config, parse_config, resolve_mode
+
+    _prompt_id(ctx, ctx.options.prompt)
+    parse_atp_config(_get(ctx.cfg, "atp", None))
+    settings = parse_config(ctx.cfg.patching, ctx.set_name)
+    if resolve_mode(settings.mode, ctx.prompt_set) == "pairs":
+        for pair in ctx.prompt_set.pairs:
+            same_length(ctx.encoded[pair.clean], ctx.encoded[pair.corrupt], "F13c patching")
+
+
 def _patchscope(ctx: FigureContext) -> None:
     _known_text(ctx, "target", ctx.options.target)
 
@@ -278,6 +289,7 @@ CONTEXT_CHECKS: dict[str, Callable[[FigureContext], None]] = {
     "F12": _patchscope,
     "F13": _f13,
     "F13b": _f13,
+    "F13c": _f13c,
     "F15": _f15,
     "F16c": _f16c,
     "F18": _f16c,  # its prompt must be in the set

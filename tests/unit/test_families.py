@@ -21,6 +21,9 @@ EXPECTED_REFUSALS = {
         for fam in ("falcon_h1", "gemma4", "minimax")
         for m in ("dla", "patch_attn", "patch_mlp")
     },
+    # Gemma 4's per-layer inputs and shared K/V: restoring the residual at a layer does not
+    # restore what later blocks read (the gate's resid_complete).
+    ("gemma4", "patch_resid"): "resid_complete",
     # Gemma 3n's AltUp stream axis: refused at load, every method and the runner.
     **{("gemma3n", m): "AltUp's extra state axis is not supported" for m in TABLE_METHODS},
     ("gemma3n", "runner"): "at load",

@@ -13,7 +13,12 @@ from lenslab.errors import LensLabError
 from lenslab.gate import load_model
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny, save_tiny
-from lenslab.patching.reference import clean_states, naive_patch
+from lenslab.patching.reference import (
+    clean_head_inputs,
+    clean_states,
+    naive_head_patch,
+    naive_patch,
+)
 from lenslab.patching.run import Patch, Patcher
 
 IDS = [5, 17, 9, 40, 23, 11]
@@ -135,16 +140,23 @@ def test_gemma4_patching_uses_the_full_runner_and_equals_full_forwards():
     assert "per_layer_input_gate" in cause and "per-layer input" in cause
     with pytest.raises(LensLabError, match="the suffix runner cannot replay"):
         Patcher(adapter, IDS, CORRUPT, runner="suffix")
-    # More patches than one batch of 64, each against its own hooked full forward.
-    patches = [Patch("resid", (layer,), (t,)) for layer in range(4) for t in range(6)] * 3
+    # More patches than one batch of 64, each against its own hooked full forward. Residual
+    # patches are refused here (resid_complete: later blocks read per-layer inputs and K/V
+    # from before the patch), so the runner is checked on head patches.
+    cells = [(layer, t, h) for layer in range(4) for t in range(6) for h in range(4)]
+    patches = [Patch("head", (layer,), (t,), (h,)) for layer, t, h in cells]
     patcher = Patcher(adapter, IDS, CORRUPT, batch_size=64)
     assert patcher.runner == "full"
     fast = patcher.run(patches, [0] * len(patches))
-    clean = clean_states(adapter, torch.tensor(IDS))
-    slow = torch.stack([naive_patch(adapter, clean, torch.tensor(CORRUPT), p) for p in patches])
+    clean = clean_head_inputs(adapter, torch.tensor(IDS))
+    slow = torch.stack(
+        [naive_head_patch(adapter, clean, torch.tensor(CORRUPT), *cell) for cell in cells]
+    )
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-4)
     with pytest.raises(LensLabError, match="patch_attn is ruled out.*'sublayer_sum'"):
         patcher.run([Patch("attn", (0,), (1,))], [0])
+    with pytest.raises(LensLabError, match="patch_resid is ruled out.*'resid_complete'"):
+        patcher.run([Patch("resid", (0,), (1,))], [0])
 
 
 def test_gemma3n_builds_small_and_is_refused_at_load(tmp_path):

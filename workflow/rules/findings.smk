@@ -15,6 +15,12 @@ rule findings:
         tuned=f"{TUNED}/eval.parquet",
         # the J-lens rows when the study applies it (lens.lenses names jacobian)
         jlens=[f"{JLENS}/eval.parquet"] if "jacobian" in LENS.lenses else [],
+        # F13c's measured error, where the study names the set (study.findings.atp).
+        atp=lambda w: (
+            [res(f"atp/{w.model}/{CFG.study.findings.atp}_summary.parquet")]
+            if CFG.study.findings.get("atp")
+            else []
+        ),
     output:
         table=res("tables/findings_{model}.parquet"),
     params:

@@ -23,6 +23,16 @@ probe run checks them all on a fixed tiny probe (two prompts of ``PROBE_LEN`` to
 ``suffix_patched``
     the fast suffix runner equals the full hooked forward on *patched* runs, not only on the
     clean replay. A failure only switches patching to the full runner.
+``resid_complete``
+    restoring every position's clean residual stream after block ``l`` into the corrupted run
+    gives the clean logits, for every ``l``: what residual patching reads ("restoring the
+    residual at layer l restores everything after it"). Gemma 4 with shared key/value layers
+    or per-layer inputs breaks it (later blocks read keys/values or inputs computed before
+    the patch): residual patching and attribution patching are ruled out there.
+``head_patch``
+    restoring every head's slice of the attention output projection's input, at every
+    position, gives the same run as restoring the whole attention output (the head split
+    sees what the attention module computes from): head patching and attribution patching.
 ``graph_path``
     the autograd path (F14, F15) gives the forward's logits and residual states.
 
@@ -53,9 +63,11 @@ NEEDS: dict[str, tuple[str, ...]] = {
     # the J-lens fit differentiates resid[L] with respect to the recorded states
     "jacobian_lens": ("lens_final", "graph_path"),
     "dla": ("lens_final", "norm_form", "linear_head", "sublayer_sum"),
-    "patch_resid": ("lens_final",),
+    "patch_resid": ("lens_final", "resid_complete"),
     "patch_attn": ("lens_final", "sublayer_sum", "sublayer_patch"),
     "patch_mlp": ("lens_final", "sublayer_sum", "sublayer_patch"),
+    "patch_head": ("lens_final", "head_patch"),
+    "atp": ("lens_final", "resid_complete", "sublayer_sum", "head_patch"),
     "patch_suffix": ("lens_final", "suffix_patched"),
     "visibility": ("lens_final", "graph_path"),
     "iterative": ("lens_final", "graph_path"),
@@ -133,6 +145,9 @@ _FIXES = {
     "outputs in place, or patch only `resid` for this model",
     "suffix_patched": "patching falls back to the full runner (runner: auto or full)",
     "graph_path": "skip F14/F15 for this model",
+    "head_patch": "patch whole attention outputs (kind attn) for this model",
+    "resid_complete": "patch attention and MLP outputs (kinds attn, mlp) instead of the "
+    "residual stream for this model; attribution patching cannot run here",
 }
 
 
@@ -237,6 +252,59 @@ def _suffix_patched(adapter, probe: Probe) -> tuple[float, str]:
     return (0.0, "") if ok else (float("inf"), f"the suffix runner is wrong here: {why}")
 
 
+def _resid_complete(adapter, probe: Probe) -> tuple[float, str]:
+    patcher = Patcher(adapter, probe.clean_ids, probe.corrupt_ids, runner="full")
+    every = tuple(range(PROBE_LEN))
+    patches = [Patch("resid", (j,), every) for j in range(adapter.n_layers)]
+    with torch.no_grad():
+        got = torch.cat([v for _, v in patcher._run_full(patches, [0] * len(patches), _ident, -1)])
+    errors = [rel_error(row, patcher.clean.logits) for row in got]
+    worst = max(range(len(errors)), key=errors.__getitem__)
+    return errors[worst], (
+        f"restoring every position's residual stream after block {worst} does not give the "
+        f"clean logits{_resid_cause(adapter)}, so a residual patch does not restore everything "
+        "after it"
+    )
+
+
+def _resid_cause(adapter) -> str:
+    """The config keys that make later blocks read state from before the patch, if any."""
+    cfg = adapter.model.config
+    keys = [
+        f"{key}={getattr(cfg, key)}"
+        for key in ("num_kv_shared_layers", "hidden_size_per_layer_input")
+        if isinstance(getattr(cfg, key, None), int) and getattr(cfg, key) > 0
+    ]
+    if not keys:
+        return ""
+    return (
+        f": later blocks read keys/values or per-layer inputs computed outside the residual "
+        f"stream ({', '.join(keys)}; {getattr(cfg, 'model_type', '?')})"
+    )
+
+
+def _head_patch(adapter, probe: Probe) -> tuple[float, str]:
+    patcher = Patcher(adapter, probe.clean_ids, probe.corrupt_ids, runner="full")
+    if not patcher.head_splits:
+        return float("inf"), "no block has an attention output projection that splits into heads"
+    every = tuple(range(PROBE_LEN))
+    heads = tuple(range(adapter.n_heads()))
+    patches = [Patch("head", (j,), every, heads) for j in patcher.head_splits]
+    patches += [Patch("attn", (j,), every) for j in patcher.head_splits]
+    with torch.no_grad():
+        got = torch.cat([v for _, v in patcher._run_full(patches, [0] * len(patches), _ident, -1)])
+    n = len(patcher.head_splits)
+    return rel_error(got[:n], got[n:]), (
+        "restoring every head's slice of the attention output projection's input does not "
+        "restore the attention output: the projection is not the attention's last step, or "
+        "the heads' outputs are not its input"
+    )
+
+
+def _ident(x):
+    return x
+
+
 def _graph_path(adapter, probe: Probe) -> tuple[float, str]:
     logits, states = adapter.run_with_resid_graph(probe.clean_ids)
     if len(states) != len(probe.resid):
@@ -254,4 +322,6 @@ IDENTITIES: dict[str, Callable] = {
     "sublayer_patch": _sublayer_patch,
     "suffix_patched": _suffix_patched,
     "graph_path": _graph_path,
+    "head_patch": _head_patch,
+    "resid_complete": _resid_complete,
 }

@@ -290,6 +290,23 @@ def output_cache(out: object) -> Any:
     return getattr(out, "cache", None) or getattr(out, "past_key_values", None)
 
 
+# Output projections of attention modules, by attribute name (GPT-2 c_proj, Llama o_proj,
+# Falcon / NeoX dense, OPT out_proj): their input is the heads' outputs, concatenated.
+O_PROJ_NAMES = ("c_proj", "o_proj", "dense", "out_proj")
+
+
+def attn_projection(attn: nn.Module) -> nn.Module | None:
+    """The output projection of an attention module (the module itself when the map names
+    the projection, as Bloom's does), or None."""
+    if isinstance(attn, nn.Linear):
+        return attn
+    for name in O_PROJ_NAMES:
+        module = getattr(attn, name, None)
+        if isinstance(module, nn.Module) and hasattr(module, "weight"):
+            return module
+    return None
+
+
 def _first_tensor(output: object) -> Tensor:
     """Blocks return a tensor (transformers 5) or a tuple whose first item is the state."""
     return output[0] if isinstance(output, tuple) else output  # type: ignore[index,return-value]
@@ -407,6 +424,45 @@ class ModelAdapter:
         ``mamba`` or ``conv`` (hybrids differ per block; only attention splits into heads)."""
         path, module = _get_any(self.blocks[block], self.arch.attn)  # type: ignore[misc]
         return mixer_kind(path, module)
+
+    def n_heads(self) -> int:
+        """Number of query heads per attention block (from the model config)."""
+        cfg = self.model.config
+        for key in ("num_attention_heads", "n_head", "num_heads"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        raise LensLabError(
+            f"the config of {self.name or 'this model'} names no number of attention heads",
+            fix="set num_attention_heads in the model config, or use per-block methods",
+        )
+
+    def head_split(self, block: int) -> tuple[nn.Module, int, int]:
+        """(output projection, heads, head width) of block ``block``'s attention: a head's
+        output is its slice ``[h * width, (h + 1) * width)`` of the projection's input (the
+        query heads' outputs, concatenated; grouped-query attention shares keys and values
+        between query heads but still has one output slice per query head)."""
+        if self.mixer_kind(block) != "attention":
+            raise LensLabError(
+                f"block {block} of {self.name or 'this model'} runs a "
+                f"{self.mixer_kind(block)} mixer, which has no attention heads",
+                fix="patch heads only in attention blocks (kind attn patches the whole mixer)",
+            )
+        proj = attn_projection(self.attn(block))
+        if proj is None:
+            raise LensLabError(
+                f"block {block} of {self.name or 'this model'}: no attention output projection "
+                f"named one of {O_PROJ_NAMES}",
+                fix="patch the whole attention output (kind attn) for this model",
+            )
+        d_in = proj.in_features if isinstance(proj, nn.Linear) else proj.weight.shape[0]
+        heads = self.n_heads()
+        if d_in % heads:
+            raise LensLabError(
+                f"block {block}: the projection input ({d_in}) does not split into {heads} heads",
+                fix="patch the whole attention output (kind attn) for this model",
+            )
+        return proj, heads, d_in // heads
 
     def attn_term(self, block: int) -> nn.Module:
         """The module whose output is the attention term added to the residual stream."""

@@ -14,7 +14,10 @@ from lenslab.errors import LensLabError
 # The names a config may use. They live here, torch-free, because Snakemake validates studies
 # (and plans shards) in its own process, which should not pay for importing torch.
 MODES = ("auto", "pairs", "noise")  # how clean prompts are corrupted
-KINDS = ("resid", "attn", "mlp")  # which state a patch restores
+KINDS = ("resid", "attn", "mlp")  # which state a patch restores (the F13 sweep's kinds)
+# Every kind a Patch may restore: ``head`` is one attention head's output (its slice of the
+# attention output projection's input), swept by attribution patching (F13c), not by F13.
+PATCH_KINDS = (*KINDS, "head")
 RUNNERS = ("auto", "suffix", "full")  # how patched runs are computed
 
 
@@ -131,3 +134,71 @@ def _validate(cfg: PatchingConfig) -> None:
     for ok, what, fix in checks:
         if not ok:
             raise LensLabError(f"invalid patching setting {what}", fix=fix)
+
+
+# -- attribution patching (F13c): the ``atp:`` block (conf/atp/default.yaml) ------------------
+ATP_KINDS = ("head", "mlp", "resid")
+
+
+@dataclass(frozen=True)
+class AtpConfig:
+    kinds: tuple[str, ...] = ATP_KINDS
+    graddrop: bool = True  # AtP*: one more backward pass per block (Kramar et al. 2024)
+    batch_size: int = 8  # corrupted runs per forward + backward (bounds memory)
+    # Verification by exact patching in the same run, per prompt and kind: the top-k nodes by
+    # |AtP| and by |AtP*|, plus a seeded random sample of the rest. When a prompt has at most
+    # verify_all nodes, every node is patched exactly (correlations and recall then cover all).
+    verify_top_k: int = 10
+    verify_random: int = 20
+    verify_all: int = 2000
+    verify_seed: int = 0
+    n_misses: int = 5  # largest false negatives named per kind and method
+
+
+ATP_KEYS = [f.name for f in fields(AtpConfig)]
+
+
+def parse_atp_config(block: dict[str, Any] | None) -> AtpConfig:
+    """The ``atp:`` block, validated."""
+    values = dict(block or {})
+    unknown = sorted(set(values) - set(ATP_KEYS))
+    if unknown:
+        raise LensLabError(
+            f"unknown atp setting(s) {unknown}",
+            fix=f"use only {ATP_KEYS} (see conf/atp/default.yaml)",
+        )
+    if "kinds" in values:
+        kinds = values["kinds"]
+        values["kinds"] = tuple([kinds] if isinstance(kinds, str) else kinds)
+    for key in ("batch_size", "verify_top_k", "verify_random", "verify_all", "verify_seed"):
+        if key in values:
+            values[key] = _atp_int(key, values[key])
+    if "n_misses" in values:
+        values["n_misses"] = _atp_int("n_misses", values["n_misses"])
+    if not isinstance(values.get("graddrop", True), bool):
+        raise LensLabError(
+            f"atp.graddrop={values['graddrop']!r} is not true/false", fix="set true or false"
+        )
+    cfg = AtpConfig(**values)
+    bad = [k for k in cfg.kinds if k not in ATP_KINDS]
+    checks = [
+        (bool(cfg.kinds) and not bad, f"kinds={list(cfg.kinds)}", f"choose from {ATP_KINDS}"),
+        (cfg.batch_size >= 1, f"batch_size={cfg.batch_size}", "use a batch size >= 1"),
+        (cfg.verify_top_k >= 1, f"verify_top_k={cfg.verify_top_k}", "verify at least 1"),
+        (cfg.verify_random >= 0, f"verify_random={cfg.verify_random}", "use >= 0"),
+        (cfg.verify_all >= 0, f"verify_all={cfg.verify_all}", "use >= 0 (0: never all)"),
+        (cfg.n_misses >= 0, f"n_misses={cfg.n_misses}", "use >= 0"),
+    ]
+    for ok, what, fix in checks:
+        if not ok:
+            raise LensLabError(f"invalid atp setting {what}", fix=fix)
+    return cfg
+
+
+def _atp_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LensLabError(
+            f"atp.{key}={value!r} is not an integer",
+            fix=f"set {key} to an integer, e.g. {getattr(AtpConfig, key)!r}",
+        )
+    return value

@@ -6,7 +6,10 @@ A *patch* restores the clean value of one kind of state at a set of (layer, posi
     the residual stream after block ``l`` (``resid[l+1]``, the block output);
 ``attn`` / ``mlp``
     the first output of ``adapter.attn(l)`` / ``adapter.mlp(l)`` (what the block adds to the
-    residual stream, or feeds to its second half).
+    residual stream, or feeds to its second half);
+``head``
+    one attention head's output: its slice of the input of block ``l``'s attention output
+    projection (``adapter.head_split``), at the patch's positions, for the patch's ``heads``.
 
 Two runners compute the patched logits at the last position, and agree value for value:
 
@@ -38,7 +41,7 @@ from torch import Tensor, nn
 
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
-from lenslab.patching.config import KINDS, RUNNERS
+from lenslab.patching.config import PATCH_KINDS, RUNNERS
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,14 @@ class Patch:
     """Restore the clean ``kind`` state at every (layer, position) in ``layers x positions``.
 
     ``layers`` index blocks (0..L-1): for ``resid`` layer ``l`` is the block output
-    ``resid[l+1]``. An empty patch restores nothing (the corrupted run itself).
+    ``resid[l+1]``. ``heads`` (kind ``head`` only) are the query heads restored at every
+    (layer, position). An empty patch restores nothing (the corrupted run itself).
     """
 
     kind: str = "resid"
     layers: tuple[int, ...] = ()
     positions: tuple[int, ...] = ()
+    heads: tuple[int, ...] = ()
 
     def start(self, n_layers: int) -> int:
         """The residual index the run must start from: lower states are the corrupt ones."""
@@ -81,6 +86,8 @@ class Trace:
     resid: Tensor  # [L+1, T, D]
     attn: Tensor | None = None  # [L, T, D] first output of adapter.attn(l)
     mlp: Tensor | None = None  # [L, T, D]
+    # {layer: [T, H * head width]}: the input of each attention output projection
+    z: dict[int, Tensor] | None = None
 
 
 def _first(output: Any) -> Tensor:
@@ -109,6 +116,37 @@ def _hook(module: nn.Module, fn) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+@contextlib.contextmanager
+def _input_hook(module: nn.Module, fn) -> Iterator[None]:
+    """Forward pre-hook that may replace the module's first input (``fn`` returns it or None);
+    the output projection of attention sees the heads' outputs as that input."""
+
+    def hook(_mod, args, kwargs):
+        x = args[0] if args else kwargs["input"]
+        new = fn(x)
+        if new is None:
+            return None
+        return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "input": new})
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _head_splits(adapter: ModelAdapter) -> dict[int, tuple[nn.Module, int, int]]:
+    """{block: (output projection, heads, head width)} of every block whose attention splits
+    into heads (hybrids' other mixers and unmapped projections are left out)."""
+    splits = {}
+    for layer in range(adapter.n_layers):
+        try:
+            splits[layer] = adapter.head_split(layer)
+        except LensLabError:
+            continue
+    return splits
 
 
 @contextlib.contextmanager
@@ -172,6 +210,7 @@ class Patcher:
                 )
             self.corrupt_ids = self.clean_ids
             self.noise = noise.to(dev)
+        self.head_splits = _head_splits(adapter)
         self.clean, self.block_args = self._trace(self.clean_ids, None, components=True)
         self.corrupt = [
             self._trace(self.corrupt_ids, n, components=False)[0] for n in self._noise_samples()
@@ -194,6 +233,7 @@ class Patcher:
         attn: list[Tensor] = []
         mlp: list[Tensor] = []
         args: list[tuple] = []
+        z: dict[int, Tensor] = {}
 
         def keep(store):
             # OPT's fc2 sees tokens flattened to [B*T, D]: view every output as [B, T, D].
@@ -201,6 +241,12 @@ class Patcher:
             return lambda out: (
                 store.append(out.reshape(-1, len(ids), out.shape[-1])[0].clone()) or None
             )
+
+        def keep_z(layer):
+            def fn(x):
+                z[layer] = x.reshape(-1, len(ids), x.shape[-1])[0].clone()
+
+            return fn
 
         def pre(_mod, a, kw):
             args.append((a[1:], dict(kw)))
@@ -214,6 +260,8 @@ class Patcher:
                 for i in range(self.L):
                     stack.enter_context(_hook(ad.attn(i), keep(attn)))
                     stack.enter_context(_hook(ad.mlp(i), keep(mlp)))
+                for i, (proj, _, _) in self.head_splits.items():
+                    stack.enter_context(_input_hook(proj, keep_z(i)))
             out = ad.model(input_ids=ids[None], use_cache=False)
         resid_t = torch.stack([r[0] for r in resid])
         trace = Trace(
@@ -221,6 +269,7 @@ class Patcher:
             resid=resid_t,
             attn=torch.stack(attn) if components else None,
             mlp=torch.stack(mlp) if components else None,
+            z=z if components else None,
         )
         return trace, args
 
@@ -267,10 +316,14 @@ class Patcher:
             Patch("attn", (mid,), tuple(range(T))),
             Patch("mlp", (0,), (T - 1,)),
         ]
+        if self.head_splits:  # one head at one layer, early positions
+            layer = max(self.head_splits)
+            patches.append(Patch("head", (layer,), (0, T - 1), (self.head_splits[layer][1] - 1,)))
+        n = len(patches)
         ident = lambda x: x  # noqa: E731
-        fast = torch.cat([v for _, v in self._run_suffix(patches, [0] * 3, ident, -1)])
-        order = sorted(range(3), key=lambda k: patches[k].start(self.L))
-        full = torch.cat([v for _, v in self._run_full(patches, [0] * 3, ident, -1)])[order]
+        fast = torch.cat([v for _, v in self._run_suffix(patches, [0] * n, ident, -1)])
+        order = sorted(range(n), key=lambda k: patches[k].start(self.L))
+        full = torch.cat([v for _, v in self._run_full(patches, [0] * n, ident, -1)])[order]
         if not torch.allclose(fast, full, rtol=1e-4, atol=1e-4):
             err = (fast - full).abs().max().item()
             return False, f"patched runs differ from the full forward by {err:.3g}"
@@ -331,8 +384,12 @@ class Patcher:
         return out
 
     def _check_patch(self, p: Patch) -> None:
-        if p.kind not in KINDS:
-            raise LensLabError(f"unknown state kind {p.kind!r}", fix=f"use one of {KINDS}")
+        if p.kind not in PATCH_KINDS:
+            raise LensLabError(f"unknown state kind {p.kind!r}", fix=f"use one of {PATCH_KINDS}")
+        if p.kind == "head":
+            self._check_heads(p)
+        elif p.heads:
+            raise LensLabError(f"patch {p} names heads", fix="heads go with kind 'head' only")
         T = len(self.clean_ids)
         bad_l = [i for i in p.layers if not 0 <= i < self.L]
         bad_t = [t for t in p.positions if not 0 <= t < T]
@@ -340,6 +397,18 @@ class Patcher:
             raise LensLabError(
                 f"patch {p} is outside the model ({self.L} blocks) or prompt ({T} tokens)",
                 fix=f"use layers 0..{self.L - 1} and positions 0..{T - 1}",
+            )
+
+    def _check_heads(self, p: Patch) -> None:
+        no_heads = [i for i in p.layers if i not in self.head_splits]
+        if no_heads and all(0 <= i < self.L for i in no_heads):
+            self.adapter.head_split(no_heads[0])  # raises the reason
+        n = self.adapter.n_heads()
+        bad = [h for h in p.heads if not 0 <= h < n]
+        if not p.heads or bad:
+            raise LensLabError(
+                f"head patch {p} names no or unknown heads {bad}",
+                fix=f"use heads 0..{n - 1}",
             )
 
     def _clean_state(self, kind: str, layer: int) -> Tensor:
@@ -350,17 +419,16 @@ class Patcher:
 
     def _index(self, patches: list[Patch]) -> dict[tuple[str, int], tuple[Tensor, Tensor]]:
         """(kind, layer) -> (rows, positions) to overwrite, for the rows of one batch."""
-        cells: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        cells: dict[tuple[str, int], list[tuple[int, ...]]] = {}
         for row, p in enumerate(patches):
             for layer in p.layers:
                 for t in p.positions:
-                    cells.setdefault((p.kind, layer), []).append((row, t))
+                    for h in p.heads if p.kind == "head" else (None,):
+                        cell = (row, t) if h is None else (row, t, h)
+                        cells.setdefault((p.kind, layer), []).append(cell)
         dev = self.adapter.device
         return {
-            key: (
-                torch.tensor([r for r, _ in rc], device=dev),
-                torch.tensor([t for _, t in rc], device=dev),
-            )
+            key: tuple(torch.tensor(col, device=dev) for col in zip(*rc, strict=True))
             for key, rc in cells.items()
         }
 
@@ -379,6 +447,21 @@ class Patcher:
         h[rows, pos] = self._clean_state(*key)[pos].to(h.dtype)
         return h.reshape(shape)
 
+    def _restore_heads(self, layer: int, index, z: Tensor) -> Tensor | None:
+        """The projection input ``z`` with the clean heads written into the patched cells."""
+        rows, pos, heads = index[("head", layer)]
+        T = len(self.clean_ids)
+        keep = rows < z.numel() // (T * z.shape[-1])  # rows not yet in the batch: unpatched
+        if not bool(keep.any()):
+            return None
+        rows, pos, heads = rows[keep], pos[keep], heads[keep]
+        width = self.head_splits[layer][2]
+        cols = heads[:, None] * width + torch.arange(width, device=z.device)  # [n, width]
+        shape = z.shape
+        z = z.reshape(-1, T, shape[-1]).clone()
+        z[rows[:, None], pos[:, None], cols] = self.clean.z[layer][pos[:, None], cols].to(z.dtype)
+        return z.reshape(shape)
+
     @contextlib.contextmanager
     def _component_hooks(self, index, layers: range) -> Iterator[None]:
         ad = self.adapter
@@ -388,6 +471,9 @@ class Patcher:
                     if (kind, j) in index:
                         fn = partial(self._restore, (kind, j), index)
                         stack.enter_context(_hook(module(j), fn))
+                if ("head", j) in index:
+                    fn = partial(self._restore_heads, j, index)
+                    stack.enter_context(_input_hook(self.head_splits[j][0], fn))
             yield
 
     @torch.no_grad()
