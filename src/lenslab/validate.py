@@ -82,6 +82,8 @@ def model_facts(model_cfg: Any, path: str | None) -> ModelFacts | None:
             raise LensLabError(f"models.{name}.embedded: {err}", fix="correct the setting") from err
         return ModelFacts(name, build_tokenizer(max_length=s.seq_len), s.seq_len, s.n_layer, bos)
     source = Path(str(path or _get(model_cfg, "source")))
+    if _get(model_cfg, "source") == "gguf" and not source.is_dir():
+        return None  # not converted yet: its jobs check prompts once convert_gguf has run
     if source.is_dir():
         check_tokenizer_files(source)
         if not (source / "config.json").exists():
