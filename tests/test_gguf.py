@@ -280,3 +280,37 @@ def test_real_smollm2_wheel_converts_to_its_gguf_load(tmp_path):
     for text in ("The capital of France is", "The Eiffel Tower is located in the city of"):
         ids = tok(text, return_tensors="pt").input_ids
         assert tok.decode(_logits(adapter.model, ids)[0, -1].argmax()) == " Paris"
+
+
+def test_prompts_travel_to_a_tokenizer_with_multi_token_words_and_unk_as_a_special(tmp_path):
+    """The tiny GGUF's tokenizer is SmolLM2's kind: byte-level BPE whose unknown token is
+    <|endoftext|> (id 0). A written-out <|endoftext|> is not an unknown word; " theme" is two
+    tokens (" them" + "e"), tracked by its first token unless the set says error."""
+    from lenslab.prompts import encode_prompt, word_id
+    from lenslab.validate import unknown_words
+
+    src = write_tiny_gguf(tmp_path / "tok.gguf")
+    tok, _ = load_gguf(src.parent, src.name)
+    assert tok.unk_token_id == 0 and tok.convert_ids_to_tokens(0) == "<|endoftext|>"
+    assert unknown_words(tok, "<|endoftext|>the theme") == []
+    assert word_id(tok, "theme") == 262 and word_id(tok, "then") == 263
+    with pytest.raises(LensLabError, match=r"'theme' is 2 tokens.*\[' them', 'e'\]"):
+        word_id(tok, "theme", "error")
+    p = encode_prompt(tok, {"id": "a", "text": "the", "answer": "theme", "targets": ["then"]})
+    assert p.answer_id == 262 and p.multi_token == {"theme": [" them", "e"]}
+    assert p.target_ids == {"then": 263}
+
+
+@pytest.mark.parametrize("n", [6, 16, 17, 30, 31, 48, 50])
+def test_layer_ticks_are_thinned_at_30_to_50_layers(n):
+    from lenslab.figures.patching import thin_ticks
+
+    shown = thin_ticks(n)
+    assert shown[0] == 0 and shown[-1] == n - 1 and shown == sorted(set(shown))
+    assert len(shown) <= 17
+    if n <= 16:
+        assert shown == list(range(n))
+    else:
+        step = -(-n // 16)
+        gaps = np.diff(shown)
+        assert gaps.max() < 1.5 * step and gaps.min() >= step / 2

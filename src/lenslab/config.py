@@ -97,6 +97,9 @@ class PromptSetConfig:
     pairs: list[PairConfig] = field(default_factory=list)
     # Jobs the set is split into for extraction, lens statistics and patching (lenslab.shards).
     shards: int = 1
+    # An answer/target word of several tokens: "first" tracks its first token (as ROME and the
+    # LRE papers score objects), "error" refuses it (lenslab.prompts.MULTI_TOKEN_RULES).
+    multi_token: str = "first"
 
 
 @dataclass
@@ -228,6 +231,10 @@ def _check_values(cfg: DictConfig) -> None:
         if model.source == "gguf":
             check_gguf_block(key, model.gguf)
     for key, pset in cfg.prompts.items():
+        if pset.multi_token not in ("first", "error"):
+            raise LensLabError(
+                f"prompts.{key}.multi_token={pset.multi_token!r}", fix="use first or error"
+            )
         ids = [p.id for p in pset.prompts]
         if len(set(ids)) != len(ids):
             raise LensLabError(f"prompts.{key} repeats a prompt id", fix="make ids unique")

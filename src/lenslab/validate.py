@@ -117,19 +117,25 @@ def _cached_hub_facts(name: str, repo: str, revision: str | None, bos) -> ModelF
 
 # -- prompts --------------------------------------------------------------------------------
 def unknown_words(tokenizer, text: str) -> list[str]:
-    """Pieces of ``text`` that a tokenizer with an unknown token maps to it."""
+    """Pieces of ``text`` that a tokenizer with an unknown token maps to it.
+
+    A special token written out in the text (``<|endoftext|>``) is not unknown even when the
+    tokenizer's unknown token shares its id (SmolLM2: unk = ``<|endoftext|>`` = id 0)."""
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None or not text:
         return []
+    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return [
         text[a:b]
         for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-        if i == unk
+        if i == unk and text[a:b] not in specials
     ]
 
 
-def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt:
+def check_prompt(
+    facts: ModelFacts, set_name: str, prompt: Any, multi_token: str = "first"
+) -> EncodedPrompt:
     """Encode one prompt, refusing unknown words and prompts longer than the context."""
     pid = _get(prompt, "id")
     words = [_get(prompt, "text"), _get(prompt, "answer") or "", *(_get(prompt, "targets") or [])]
@@ -143,7 +149,7 @@ def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt
             "src/lenslab/embedded/world.py)",
         )
     try:
-        encoded = encode_prompt(facts.tokenizer, prompt, facts.prepend_bos)
+        encoded = encode_prompt(facts.tokenizer, prompt, facts.prepend_bos, multi_token)
     except LensLabError as err:
         problem = f"prompt {set_name}/{pid}, model {facts.name!r}: {err.problem}"
         raise LensLabError(problem, err.fix) from err
@@ -157,7 +163,9 @@ def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt
 
 
 def check_set(facts: ModelFacts, set_name: str, prompt_set: Any) -> dict[str, EncodedPrompt]:
-    encoded = {p.id: p for p in (check_prompt(facts, set_name, q) for q in prompt_set.prompts)}
+    rule = _get(prompt_set, "multi_token", "first") or "first"
+    checked = (check_prompt(facts, set_name, q, rule) for q in prompt_set.prompts)
+    encoded = {p.id: p for p in checked}
     for pair in prompt_set.pairs:
         try:
             align_pair(encoded[pair.clean], encoded[pair.corrupt], pair.align)
