@@ -33,6 +33,15 @@ def tuned_settings(model):
     return tuned
 
 
+# lenslab.lenses.tuned_config.TextSettings's defaults (that module imports torch).
+SAMPLING_DEFAULTS = {"tokens": 60000, "doc_tokens": 128, "seed": 0}
+
+
+def sampling_settings():
+    text = stage_cfg("tuned_lens").get("text", {})
+    return {k: text.get(k, v) for k, v in SAMPLING_DEFAULTS.items()}
+
+
 rule sample_corpus:
     input:
         unpack(model_input),
@@ -42,7 +51,7 @@ rule sample_corpus:
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
-        text=lambda w: {k: stage_cfg("tuned_lens")["text"].get(k) for k in ("tokens", "doc_tokens", "seed")},
+        text=lambda w: sampling_settings(),
     threads: job_threads("forward")
     resources:
         **job_resources("forward"),
