@@ -252,7 +252,10 @@ class Patcher:
             for j in range(self.L):
                 h = self._block(j, h)
                 want = self.clean.resid[j + 1]
-                if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=1e-5):
+                # float32 rounding grows with the state's scale: real models (SmolLM2) carry
+                # residual entries in the hundreds, where batch-2 kernels differ by ~1e-5.
+                atol = 1e-5 * max(1.0, float(want.abs().max()) / 100)
+                if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=atol):
                     err = (h - want).abs().max().item()
                     return False, f"block {j} output differs by {err:.3g}"
             return self._check_patched()
