@@ -12,8 +12,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, copy_project, project_env, snakemake_in
+
 from lenslab.config import load_config
 from lenslab.errors import LensLabError
 from lenslab.models.gguf import fetch_wheel, parse_spec
@@ -56,9 +56,9 @@ def test_finding_holds_with_its_interval(real_test_findings, finding):
     row = real_test_findings.loc[finding]
     assert bool(row["holds"]), row.to_dict()
     edge = row["ci_low"] if row["op"] in (">=", ">") else row["ci_high"]
-    assert (edge >= row["threshold"]) if row["op"] in (">=", ">") else (
-        edge <= row["threshold"]
-    ), row.to_dict()
+    assert (edge >= row["threshold"]) if row["op"] in (">=", ">") else (edge <= row["threshold"]), (
+        row.to_dict()
+    )
 
 
 def test_every_finding_is_reported_with_a_value(real_test_findings):

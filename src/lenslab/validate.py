@@ -327,12 +327,16 @@ FIGURE_CHECKS: dict[str, Callable[[FigureContext], None]] = {
 
 
 # -- the whole study ------------------------------------------------------------------------
-def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]:
+def validate_study(
+    cfg: Any, model_paths: Mapping[str, str | None], notes: dict[str, Any] | None = None
+) -> list[str]:
     """Check every prompt set a figure uses against every model, and every figure's options.
 
     ``model_paths``: where each model's files are (None for the embedded model, whose facts come
     from its settings). Returns the names of models that could not be checked (hub models not in
-    the local cache). Raises :class:`LensLabError` on the first problem.
+    the local cache). Raises :class:`LensLabError` on the first problem. ``notes``, when
+    given, receives per model and prompt set the answer/target words of several tokens and
+    their pieces (tracked by their first token; the report lists them).
     """
     unchecked = []
     used = {name for fig in cfg.study.figures.values() for name in fig.prompts}
@@ -342,6 +346,11 @@ def validate_study(cfg: Any, model_paths: Mapping[str, str | None]) -> list[str]
             unchecked.append(key)
             continue
         encoded = {name: check_set(facts, name, cfg.prompts[name]) for name in sorted(used)}
+        if notes is not None:
+            for name, prompts in encoded.items():
+                split = {w: ps for p in prompts.values() for w, ps in p.multi_token.items()}
+                if split:
+                    notes.setdefault(key, {})[name] = dict(sorted(split.items()))
         for fid, fig in cfg.study.figures.items():
             check = FIGURE_CHECKS.get(fid)
             for name in fig.prompts if check else []:

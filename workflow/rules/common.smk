@@ -90,7 +90,12 @@ def models_of(source):
 
 # Every prompt set against every model, and every figure's options, before any job runs: a
 # prompt too long for the model, an unknown word or a bad option is one clear error here.
-validate_study(CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS})
+# Words of several tokens, per model and prompt set: tracked by their first token, listed in the
+# report (never silently).
+TOKEN_NOTES = {}
+validate_study(
+    CFG, {m: None if is_embedded(m) else model_dir(m) for m in MODELS}, notes=TOKEN_NOTES
+)
 
 
 def prompts_cfg(prompts):
