@@ -17,12 +17,14 @@ if "tuned" in inp.keys():
 rows += findings.rome_real_findings(
     pd.read_parquet(inp.patching), n_layers, f"patching ({sets['patching']})"
 )
-rows += findings.patchscope_findings(
-    pd.read_parquet(inp.identity), n_layers, f"patchscopes ({sets['patchscope']})"
-)
-rows += findings.lookahead_findings(
-    pd.read_parquet(inp.lookahead), f"lens (logit, {sets['lookahead']})"
-)
+if "identity" in inp.keys():
+    rows += findings.patchscope_findings(
+        pd.read_parquet(inp.identity), n_layers, f"patchscopes ({sets['patchscope']})"
+    )
+if "lookahead" in inp.keys():
+    rows += findings.lookahead_findings(
+        pd.read_parquet(inp.lookahead), f"lens (logit, {sets['lookahead']})"
+    )
 table = findings.findings_table(rows, snakemake.params.model)
 print(table[["finding", "value", "ci_low", "ci_high", "op", "threshold", "holds"]].to_string())
 write_parquet(table, snakemake.output.table)

@@ -64,6 +64,6 @@ def test_finding_holds_with_its_interval(real_test_findings, finding):
 def test_every_finding_is_reported_with_a_value(real_test_findings):
     """Claims that do not hold stay in the table as not holding, with their numbers."""
     assert real_test_findings["value"].notna().all()
-    assert {"logit_kl_depth_rho", "patchscope_minus_logit_early", "lookahead_t2_best_layer"} <= set(
+    assert {"logit_kl_depth_rho", "lookahead_t2_best_layer"} <= set(
         real_test_findings.index
     )

@@ -9,7 +9,7 @@ def findings_models():
     """Models of a study that names its findings' prompt sets (study.findings)."""
     if not CFG.study.findings:
         return []
-    real = all(k in CFG.study.findings for k in ("patching", "lens", "patchscope", "lookahead"))
+    real = "lens" in CFG.study.findings and "patching" in CFG.study.findings
     return [m for m in MODELS if is_embedded(m) or real]
 
 
@@ -40,9 +40,12 @@ def real_findings_inputs(wildcards):
     inputs = {
         "patching": res(f"patching/{m}/{f.patching}.parquet"),
         "lens": res(f"lens/{m}/{f.lens}/logit.parquet"),
-        "identity": res(f"patchscopes/{m}/{f.patchscope}/identity.parquet"),
-        "lookahead": res(f"lens/{m}/{f.lookahead}/logit.parquet"),
     }
+    # optional claims: measured where the study names their prompt sets
+    if "patchscope" in f:
+        inputs["identity"] = res(f"patchscopes/{m}/{f.patchscope}/identity.parquet")
+    if "lookahead" in f:
+        inputs["lookahead"] = res(f"lens/{m}/{f.lookahead}/logit.parquet")
     if "tuned" in LENS.lenses:
         inputs["tuned"] = res(f"tuned_lens/{m}/eval.parquet")
     return inputs
