@@ -152,7 +152,7 @@ def thin_ticks(n: int, max_labels: int = 16) -> list[int]:
     step = -(-n // max_labels)
     shown = list(range(0, n, step))
     if shown[-1] != n - 1:
-        if n - 1 - shown[-1] < step / 2:
+        if n - 1 - shown[-1] <= step / 2:
             shown[-1] = n - 1  # no two labels closer than half a step
         else:
             shown.append(n - 1)
