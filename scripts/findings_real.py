@@ -12,16 +12,16 @@ inp, sets = snakemake.input, snakemake.params.sets
 lens = pd.read_parquet(inp.lens)
 n_layers = int(lens["layer"].max())
 rows = findings.logit_kl_findings(lens, f"lens (logit, {sets['lens']})")
-if "tuned" in inp.keys():
+if hasattr(inp, "tuned"):  # Namedlist: `in` tests values, not names
     rows += findings.tuned_vs_logit_findings(pd.read_parquet(inp.tuned), "tuned_lens eval")
 rows += findings.rome_real_findings(
     pd.read_parquet(inp.patching), n_layers, f"patching ({sets['patching']})"
 )
-if "identity" in inp.keys():
+if hasattr(inp, "identity"):
     rows += findings.patchscope_findings(
         pd.read_parquet(inp.identity), n_layers, f"patchscopes ({sets['patchscope']})"
     )
-if "lookahead" in inp.keys():
+if hasattr(inp, "lookahead"):
     rows += findings.lookahead_findings(
         pd.read_parquet(inp.lookahead), f"lens (logit, {sets['lookahead']})"
     )
