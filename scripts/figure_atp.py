@@ -1,11 +1,11 @@
 """Rule figure_F13c: attribution patching against exact patching (scatter, head maps)."""
 
 from lenslab.figures.atp import plot_atp
-from lenslab.figures.save import save_figure
+from lenslab.figures.save import save_figure, save_skipped_figure
 from lenslab.io import read_parquet
 from lenslab.joblog import start_log
 from lenslab.options import AtpFigureOptions, parse_options
-from lenslab.skipped import save_skipped_figure, skipped
+from lenslab.skipped import skipped
 
 start_log(snakemake)  # everything this job prints goes to its rule's log
 

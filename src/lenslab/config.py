@@ -26,9 +26,25 @@ ALIGN_RULES = ("strict", "left", "right")
 
 
 @dataclass
+class GGUFConfig:
+    """A GGUF file as a model source (lenslab.models.gguf). Which fields are set picks where
+    it comes from: ``distribution`` -> a file inside a pinned PyPI wheel; ``repo`` -> a file on
+    the hub; neither -> ``file`` is a local path."""
+
+    file: str = MISSING  # local path, or the file's name inside the wheel / hub repo
+    repo: str | None = None
+    revision: str | None = None  # hub commit (required with repo)
+    distribution: str | None = None  # PyPI distribution whose wheel holds the file
+    version: str | None = None  # pinned wheel version (required with distribution)
+    # sha256 of the wheel (wheel source; required) or of the .gguf file (local/hub; optional)
+    sha256: str | None = None
+
+
+@dataclass
 class ModelConfig:
     name: str = MISSING
-    # "embedded": trained by the pipeline; otherwise a hub id ("gpt2") or a local directory.
+    # "embedded": trained by the pipeline; "gguf": converted from the `gguf:` block's file by
+    # the pipeline; otherwise a hub id ("gpt2") or a local directory.
     source: str = MISSING
     revision: str | None = None
     dtype: str = "float32"
@@ -42,6 +58,8 @@ class ModelConfig:
     arch: dict[str, Any] = field(default_factory=dict)
     # Settings of the embedded model (validated by lenslab.embedded.settings).
     embedded: dict[str, Any] | None = None
+    # The GGUF file of a `source: gguf` model.
+    gguf: GGUFConfig | None = None
     # GPUs one job asks a cluster for (null: 1 when device is cuda, else 0); device_map: auto
     # spreads the model over them.
     gpus: int | None = None
@@ -76,6 +94,9 @@ class PromptSetConfig:
     pairs: list[PairConfig] = field(default_factory=list)
     # Jobs the set is split into for extraction, lens statistics and patching (lenslab.shards).
     shards: int = 1
+    # An answer/target word of several tokens: "first" tracks its first token (as ROME and the
+    # LRE papers score objects), "error" refuses it (lenslab.prompts.MULTI_TOKEN_RULES).
+    multi_token: str = "first"
 
 
 @dataclass
@@ -211,7 +232,13 @@ def _check_values(cfg: DictConfig) -> None:
                 f"models.{key} has source 'embedded' but no `embedded:` settings",
                 fix="add the embedded block (see conf/model/embedded.yaml)",
             )
+        if model.source == "gguf":
+            check_gguf_block(key, model.gguf)
     for key, pset in cfg.prompts.items():
+        if pset.multi_token not in ("first", "error"):
+            raise LensLabError(
+                f"prompts.{key}.multi_token={pset.multi_token!r}", fix="use first or error"
+            )
         ids = [p.id for p in pset.prompts]
         if len(set(ids)) != len(ids):
             raise LensLabError(f"prompts.{key} repeats a prompt id", fix="make ids unique")
@@ -239,6 +266,38 @@ def _check_values(cfg: DictConfig) -> None:
 def cfg_get(cfg: Any, key: str, default: Any = None) -> Any:
     """``cfg[key]`` for a dict or config node, ``cfg.key`` for an object; ``default`` if absent."""
     return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_gguf_block(model: str, block: Any) -> None:
+    """A `source: gguf` model's block names one file, pinned where it comes from elsewhere."""
+    where = f"models.{model}.gguf"
+    if block is None:
+        raise LensLabError(
+            f"models.{model} has source 'gguf' but no `gguf:` block",
+            fix="add `gguf: {file: <path or name>, ...}` (see conf/model/smollm2-135m.yaml)",
+        )
+    if not block.get("file"):
+        raise LensLabError(f"{where}.file is empty", fix="name the .gguf file")
+    sha = block.get("sha256")
+    if sha is not None and not _SHA256.match(str(sha)):
+        raise LensLabError(
+            f"{where}.sha256={sha!r} is not a sha256 hex digest",
+            fix="give the 64 lowercase hex digits (sha256sum <file>)",
+        )
+    if block.get("distribution") is not None and (block.get("version") is None or sha is None):
+        raise LensLabError(
+            f"{where} names distribution {block.get('distribution')!r} without a pinned "
+            "version and the wheel's sha256",
+            fix="add `version:` and `sha256:` (pip hash <wheel>, or PyPI's listed hash)",
+        )
+    if block.get("repo") is not None and block.get("revision") is None:
+        raise LensLabError(
+            f"{where} names hub repo {block.get('repo')!r} without a revision",
+            fix="pin `revision:` to a commit hash so the same config gives the same weights",
+        )
 
 
 def to_plain(node: Any) -> Any:

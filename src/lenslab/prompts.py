@@ -20,20 +20,47 @@ class EncodedPrompt:
     subject_positions: list[int] = field(default_factory=list)
     answer_id: int | None = None
     target_ids: dict[str, int] = field(default_factory=dict)
+    # Answer/target words that are several tokens for this tokenizer -> their pieces; such a
+    # word is tracked by its first token (``MULTI_TOKEN_RULES``), as the literature scores them.
+    multi_token: dict[str, list[str]] = field(default_factory=dict)
 
 
-def word_id(tokenizer, word: str) -> int:
-    """The single token id of ``word`` as it follows a space; several tokens is an error."""
-    word = word.strip()
-    ids = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
+# How an answer or target word of several tokens is tracked: "first" by its first token (the
+# convention of ROME's and the LRE papers' scoring, and lenslab's default), "error" refuses it.
+MULTI_TOKEN_RULES = ("first", "error")
+
+
+def word_pieces(tokenizer, word: str) -> list[int]:
+    """Token ids of ``word`` as it follows a space."""
+    return tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
+
+
+def word_id(tokenizer, word: str, multi_token: str = "first") -> int:
+    """The token id that stands for ``word`` (after a space): its only token, or for a word of
+    several tokens its first (``multi_token="first"``) or an error (``"error"``)."""
+    if multi_token not in MULTI_TOKEN_RULES:
+        raise LensLabError(f"multi_token={multi_token!r}", fix=f"use one of {MULTI_TOKEN_RULES}")
+    ids = word_pieces(tokenizer, word)
+    if not ids:
+        raise LensLabError(f"target word {word!r} encodes to no tokens", fix="give a word")
+    if len(ids) > 1 and multi_token == "error":
         pieces = [tokenizer.decode([i]) for i in ids]
         raise LensLabError(
-            f"target word {word!r} is {len(ids)} tokens for this tokenizer ({pieces})",
-            fix="choose a word that is a single token with a leading space, or track its "
-            "first token explicitly by naming that piece",
+            f"target word {word.strip()!r} is {len(ids)} tokens for this tokenizer ({pieces})",
+            fix="choose a word that is a single token with a leading space, or set the prompt "
+            "set's `multi_token: first` to track its first token",
         )
     return ids[0]
+
+
+def multi_token_words(tokenizer, words: list[str]) -> dict[str, list[str]]:
+    """The words of ``words`` that are several tokens, with their pieces (for captions/notes)."""
+    out = {}
+    for w in words:
+        ids = word_pieces(tokenizer, w)
+        if len(ids) > 1:
+            out[w.strip()] = [tokenizer.decode([i]) for i in ids]
+    return out
 
 
 def encode(tokenizer, text: str, prepend_bos: bool | None = None) -> list[int]:
@@ -63,25 +90,30 @@ def subject_positions(tokenizer, text: str, subject: str, input_ids: list[int]) 
     ]
 
 
-def encode_prompt(tokenizer, prompt: Any, prepend_bos: bool | None = None) -> EncodedPrompt:
+def encode_prompt(
+    tokenizer, prompt: Any, prepend_bos: bool | None = None, multi_token: str = "first"
+) -> EncodedPrompt:
     text = _get(prompt, "text")
     ids = encode(tokenizer, text, prepend_bos)
     subject = _get(prompt, "subject")
     answer = _get(prompt, "answer")
+    targets = list(_get(prompt, "targets", []) or [])
     return EncodedPrompt(
         id=_get(prompt, "id"),
         text=text,
         input_ids=ids,
         tokens=[tokenizer.decode([i]) for i in ids],
         subject_positions=subject_positions(tokenizer, text, subject, ids) if subject else [],
-        answer_id=word_id(tokenizer, answer) if answer else None,
-        target_ids={w: word_id(tokenizer, w) for w in _get(prompt, "targets", []) or []},
+        answer_id=word_id(tokenizer, answer, multi_token) if answer else None,
+        target_ids={w: word_id(tokenizer, w, multi_token) for w in targets},
+        multi_token=multi_token_words(tokenizer, ([answer] if answer else []) + targets),
     )
 
 
 def encode_set(tokenizer, prompt_set: Any, prepend_bos: bool | None = None) -> list[EncodedPrompt]:
     """Every prompt of a prompt-set config, in order."""
-    return [encode_prompt(tokenizer, p, prepend_bos) for p in _get(prompt_set, "prompts")]
+    rule = _get(prompt_set, "multi_token", "first") or "first"
+    return [encode_prompt(tokenizer, p, prepend_bos, rule) for p in _get(prompt_set, "prompts")]
 
 
 def align_pair(

@@ -72,6 +72,8 @@ def model_facts(model_cfg: Any, path: str | None) -> ModelFacts | None:
             raise LensLabError(f"models.{name}.embedded: {err}", fix="correct the setting") from err
         return ModelFacts(name, build_tokenizer(max_length=s.seq_len), s.seq_len, s.n_layer, bos)
     source = Path(str(path or _get(model_cfg, "source")))
+    if _get(model_cfg, "source") == "gguf" and not source.is_dir():
+        return None  # not converted yet: its jobs check prompts once convert_gguf has run
     if source.is_dir():
         check_tokenizer_files(source)
         if not (source / "config.json").exists():
@@ -105,19 +107,25 @@ def _cached_hub_facts(name: str, repo: str, revision: str | None, bos) -> ModelF
 
 # -- prompts --------------------------------------------------------------------------------
 def unknown_words(tokenizer, text: str) -> list[str]:
-    """Pieces of ``text`` that a tokenizer with an unknown token maps to it."""
+    """Pieces of ``text`` that a tokenizer with an unknown token maps to it.
+
+    A special token written out in the text (``<|endoftext|>``) is not unknown even when the
+    tokenizer's unknown token shares its id (SmolLM2: unk = ``<|endoftext|>`` = id 0)."""
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is None or not text:
         return []
+    specials = set(getattr(tokenizer, "all_special_tokens", []) or [])
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return [
         text[a:b]
         for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-        if i == unk
+        if i == unk and text[a:b] not in specials
     ]
 
 
-def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt:
+def check_prompt(
+    facts: ModelFacts, set_name: str, prompt: Any, multi_token: str = "first"
+) -> EncodedPrompt:
     """Encode one prompt, refusing unknown words and prompts longer than the context."""
     pid = _get(prompt, "id")
     words = [_get(prompt, "text"), _get(prompt, "answer") or "", *(_get(prompt, "targets") or [])]
@@ -131,7 +139,7 @@ def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt
             "src/lenslab/embedded/world.py)",
         )
     try:
-        encoded = encode_prompt(facts.tokenizer, prompt, facts.prepend_bos)
+        encoded = encode_prompt(facts.tokenizer, prompt, facts.prepend_bos, multi_token)
     except LensLabError as err:
         problem = f"prompt {set_name}/{pid}, model {facts.name!r}: {err.problem}"
         raise LensLabError(problem, err.fix) from err
@@ -145,7 +153,9 @@ def check_prompt(facts: ModelFacts, set_name: str, prompt: Any) -> EncodedPrompt
 
 
 def check_set(facts: ModelFacts, set_name: str, prompt_set: Any) -> dict[str, EncodedPrompt]:
-    encoded = {p.id: p for p in (check_prompt(facts, set_name, q) for q in prompt_set.prompts)}
+    rule = _get(prompt_set, "multi_token", "first") or "first"
+    checked = (check_prompt(facts, set_name, q, rule) for q in prompt_set.prompts)
+    encoded = {p.id: p for p in checked}
     for pair in prompt_set.pairs:
         try:
             align_pair(encoded[pair.clean], encoded[pair.corrupt], pair.align)
@@ -317,6 +327,7 @@ def validate_study(
     model_paths: Mapping[str, str | None],
     check_devices: bool = True,
     need_models: bool = True,
+    notes: dict[str, Any] | None = None,
 ) -> list[str]:
     """Check every prompt set a figure uses against every model, and every figure's options.
 
@@ -325,7 +336,9 @@ def validate_study(
     the local cache). Raises :class:`LensLabError` on the first problem. ``check_devices``:
     whether a GPU a model asks for must be visible here (not when jobs run on cluster nodes);
     ``need_models``: whether jobs will load the models now (not for a dry run), so a hub model
-    that is neither cached nor reachable is an error here.
+    that is neither cached nor reachable is an error here. ``notes``, when
+    given, receives per model and prompt set the answer/target words of several tokens and
+    their pieces (tracked by their first token; the report lists them).
     """
     # Every figure's options against its schema first: no model needed, so hub models too.
     options_of = {
@@ -345,7 +358,8 @@ def validate_study(
         if check_devices:
             check_device(_get(model_cfg, "device"), _get(model_cfg, "device_map"))
         facts = model_facts(model_cfg, model_paths.get(key))
-        if facts is None and need_models and _hub_offline():
+        hub = _get(model_cfg, "source") not in ("embedded", "gguf")  # built by a rule otherwise
+        if facts is None and hub and need_models and _hub_offline():
             raise LensLabError(
                 f"model {key!r} ({_get(model_cfg, 'source')}) is not in the local Hugging Face "
                 "cache, and the hub is offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)",
@@ -356,6 +370,11 @@ def validate_study(
             unchecked.append(key)
             continue
         encoded = {name: check_set(facts, name, cfg.prompts[name]) for name in sorted(used)}
+        if notes is not None:
+            for name, prompts in encoded.items():
+                split = {w: ps for p in prompts.values() for w, ps in p.multi_token.items()}
+                if split:
+                    notes.setdefault(key, {})[name] = dict(sorted(split.items()))
         for fid, fig in cfg.study.figures.items():
             check = CONTEXT_CHECKS.get(fid)
             for name in fig.prompts if check else []:

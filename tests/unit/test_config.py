@@ -20,7 +20,10 @@ def test_every_model_config_validates():
         cfg = load_config("default", [f"+model@models.probe={name}"])
         model = cfg.models.probe
         assert model.name == name
-        assert model.source == "embedded" or model.revision, f"{name}: pin a revision"
+        if model.source == "gguf":  # pinned by its wheel's version and sha256 or a hub revision
+            assert model.gguf.sha256 or model.gguf.revision, f"{name}: pin the GGUF file"
+        else:
+            assert model.source == "embedded" or model.revision, f"{name}: pin a revision"
 
 
 def test_hydra_override_changes_one_model():

@@ -113,3 +113,103 @@ def test_jacobian_lens_findings_measure_the_papers_claim_per_layer():
     assert not got["jlens_over_logit_kl_l2"].holds  # 5.4 > 4.3: reported as not holding
     assert not got["jlens_minus_logit_top1_l1"].holds
     assert got["jlens_minus_logit_top1_l2"].value == pytest.approx(0.05)
+
+
+# -- real-model findings: hand-made tables with known answers ---------------------------------
+
+
+def _lens_rows(prompt: str, kl_by_layer: list[float], n_pos: int = 2):
+    return [
+        {"prompt_id": prompt, "lens": "logit", "layer": layer, "position": p, "kl_final": kl}
+        for layer, kl in enumerate(kl_by_layer)
+        for p in range(n_pos)
+    ]
+
+
+def test_logit_kl_findings_ratio_and_rank_correlation():
+    # 5 layers (L = 4): mid = 2, late = 3. Prompt a falls monotonically, b rises then falls.
+    table = pd.DataFrame(_lens_rows("a", [50, 8, 4, 2, 0]) + _lens_rows("b", [50, 4, 8, 1, 0]))
+    got = {f.finding: f for f in findings.logit_kl_findings(table, "t")}
+    ratio = got["logit_kl_late_over_mid"]
+    assert ratio.value == pytest.approx((2 / 4 + 1 / 8) / 2) and ratio.holds and ratio.n == 2
+    assert ratio.ci_low <= ratio.value <= ratio.ci_high
+    rho = got["logit_kl_depth_rho"]  # a: ranks 3,2,1 -> -1; b: ranks 2,3,1 -> -0.5
+    assert rho.value == pytest.approx(-0.75) and not rho.holds
+
+
+def test_tuned_vs_logit_counts_layers_below_and_the_worst_ratio():
+    rows = []
+    for layer, (logit, tuned) in enumerate([(9.0, 3.0), (4.0, 2.0), (1.0, 1.5), (0.0, 0.0)]):
+        for lens, v in (("logit", logit), ("tuned", tuned)):
+            rows.append(
+                {"lens": lens, "layer": layer, "metric": "kl", "unit": "nats_per_token", "value": v}
+            )
+    got = {f.finding: f for f in findings.tuned_vs_logit_findings(pd.DataFrame(rows), "t")}
+    assert got["tuned_below_logit_layers"].value == pytest.approx(2 / 3)
+    assert not got["tuned_below_logit_layers"].holds
+    assert (
+        got["tuned_over_logit_kl_max"].value == pytest.approx(1.5)
+        and not got["tuned_over_logit_kl_max"].holds
+    )
+
+
+def _trace(prompt, kind, window, n_layers, n_tokens, subject, value):
+    """Patching rows for one kind; ``value(layer, position)`` gives each cell."""
+    return [
+        {"prompt_id": prompt, "mode": "noise", "kind": kind, "window": window,
+         "metric": "norm_ld", "layer": b, "position": t, "is_subject": t in subject,
+         "value": value(b, t)}
+        for b in range(n_layers) for t in range(n_tokens)
+    ]  # fmt: skip
+
+
+def test_rome_real_findings_on_a_hand_made_trace():
+    # 12 blocks; subject at positions 1-2 of 5 tokens; the last token is 4. Resid: the last
+    # subject token carries the fact up to block 6, the last token from block 7 on. MLP peaks at
+    # the subject at block 2 (layer 3), attention at the last token at block 9 (layer 10).
+    def resid(b, t):
+        return 0.8 if (t == 2 and b <= 6) else (0.9 if (t == 4 and b >= 7) else 0.0)
+
+    rows = []
+    for pid in ("a", "b", "c"):
+        rows += _trace(pid, "resid", 1, 12, 5, [1, 2], resid)
+        rows += _trace(
+            pid, "mlp", 3, 12, 5, [1, 2], lambda b, t: 0.5 if (t == 2 and b == 2) else 0.1
+        )
+        rows += _trace(
+            pid, "attn", 3, 12, 5, [1, 2], lambda b, t: 0.5 if (t == 4 and b == 9) else 0.1
+        )
+    got = {f.finding: f for f in findings.rome_real_findings(pd.DataFrame(rows), 12, "t")}
+    assert got["rome_subject_early_mid"].value == pytest.approx(0.8)
+    assert got["rome_last_token_early"].value == pytest.approx(0.0)
+    # late: blocks 8..11 (>= 2 * 12 // 3 = 8), all 0.9
+    assert got["rome_last_token_late"].value == pytest.approx(0.9)
+    assert got["rome_mlp_subject_peak_depth"].value == pytest.approx(3 / 12)
+    assert got["rome_attn_last_peak_depth"].value == pytest.approx(10 / 12)
+    assert all(f.holds for f in got.values())
+    assert got["rome_subject_early_mid"].n == 3
+
+
+def test_patchscope_and_lookahead_findings_count_by_hand():
+    ident = pd.DataFrame(
+        [
+            {"prompt_id": p, "layer": layer, "target_layer": layer, "method": m, "correct": c}
+            for p in ("a", "b")
+            for layer in (1, 2, 3, 4)
+            for m, c in (("patchscope", layer <= 2), ("logit", layer == 2))
+        ]
+    )
+    (f,) = findings.patchscope_findings(ident, 4, "t")
+    assert f.value == pytest.approx(0.5) and f.holds  # layers 1-2: 1.0 vs 0.5
+    # look-ahead: tokens 10 11 12 13; layer 1's top 5 at t holds token t+2, layer 2's not.
+    rows = []
+    ids = [10, 11, 12, 13]
+    for layer in (0, 1, 2):
+        for t, tok in enumerate(ids):
+            top = [ids[t + 2] if (layer == 1 and t + 2 < 4) else 99, 98, 97, 96, 95]
+            rows.append({"prompt_id": "c", "lens": "logit", "layer": layer, "position": t,
+                         "token_id": tok, **{f"top{i + 1}_id": v for i, v in enumerate(top)}})  # fmt: skip
+    got = {f.finding: f for f in findings.lookahead_findings(pd.DataFrame(rows), "t")}
+    assert got["lookahead_t2_best_layer"].value == pytest.approx(1.0)
+    assert "layer 1" in got["lookahead_t2_best_layer"].claim
+    assert got["lookahead_t2_output"].value == pytest.approx(0.0)

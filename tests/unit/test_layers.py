@@ -20,7 +20,7 @@ LAYERS = {
     "methods": ["lenslab.lenses", "lenslab.stats", "lenslab.patching", "lenslab.attribution",
                 "lenslab.patchscopes", "lenslab.difference", "lenslab.extract",
                 "lenslab.iterative", "lenslab.visibility", "lenslab.lookahead",
-                "lenslab.relations"],
+                "lenslab.relations", "lenslab.corpus"],
     "gate": ["lenslab.gate"],
     "readouts": ["lenslab.figures", "lenslab.report", "lenslab.report_js", "lenslab.findings"],
     "pipeline": ["lenslab.validate", "lenslab.resources", "lenslab.shards", "lenslab.codedeps",

@@ -14,9 +14,10 @@ def test_word_id_is_the_leading_space_token():
     assert word_id(TOK, " w5 ") == 9
 
 
-def test_multi_token_target_is_a_clear_error():
+def test_multi_token_target_is_a_clear_error_when_the_set_says_so():
     with pytest.raises(LensLabError, match=r"'w5 w6' is 2 tokens"):
-        word_id(TOK, "w5 w6")
+        word_id(TOK, "w5 w6", "error")
+    assert word_id(TOK, "w5 w6") == word_id(TOK, "w5")  # default: the first token
 
 
 def test_subject_positions_and_answer():

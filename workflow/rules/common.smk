@@ -1,6 +1,7 @@
 # Shared helpers for every rule file: the composed config, result paths, model paths, computed
 # library inputs and the figure registry. Included first by the Snakefile.
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -65,24 +66,47 @@ def is_embedded(model):
     return CFG.models[model].source == "embedded"
 
 
+def is_gguf(model):
+    return CFG.models[model].source == "gguf"
+
+
+# Sources that a rule builds into results/models/<model>/ (train_embedded, convert_gguf); every
+# later job loads that directory like any local model.
+BUILT_SOURCES = ("embedded", "gguf")
+
+
+def has_built_dir(model):
+    return CFG.models[model].source in BUILT_SOURCES
+
+
 def model_dir(model):
-    """Where the model's weights come from: the trained directory or the hub id/local path."""
-    return f"{MODELS_DIR}/{model}" if is_embedded(model) else CFG.models[model].source
+    """Where the model's weights come from: the built directory or the hub id/local path."""
+    return f"{MODELS_DIR}/{model}" if has_built_dir(model) else CFG.models[model].source
 
 
 def model_input(wildcards):
-    """Rules that load a model depend on its training only for the embedded model."""
-    return {"model_dir": model_dir(wildcards.model)} if is_embedded(wildcards.model) else {}
+    """Rules that load a model depend on the rule that builds its directory, where one does."""
+    return {"model_dir": model_dir(wildcards.model)} if has_built_dir(wildcards.model) else {}
+
+
+def models_of(source):
+    """A wildcard constraint matching exactly the model keys of one source ("(?!)": none)."""
+    names = [m for m in MODELS if CFG.models[m].source == source]
+    return "|".join(map(re.escape, names)) or "(?!)"
 
 
 # Every prompt set against every model, and every figure's options, before any job runs: a
 # prompt too long for the model, an unknown word or a bad option is one clear error here.
+# Words of several tokens, per model and prompt set: tracked by their first token, listed in the
+# report (never silently).
+TOKEN_NOTES = {}
 validate_study(
     CFG,
     {m: None if is_embedded(m) else model_dir(m) for m in MODELS},
     # A GPU must be visible here only when jobs run here (not on cluster nodes).
     check_devices=workflow.local_exec,
     need_models=not (workflow.dryrun or is_dry_run(sys.argv)),
+    notes=TOKEN_NOTES,
 )
 
 

@@ -14,6 +14,11 @@ rule report:
         html=report(res("report.html"), caption="../report/report.rst", category="report"),
     params:
         study=to_plain(CFG.study),
-        extras={"config (every stage)": to_plain(CFG)},
+        extras={"config (every stage)": to_plain(CFG)}
+        | (
+            {"words of several tokens, tracked by their first token": TOKEN_NOTES}
+            if TOKEN_NOTES
+            else {}
+        ),
     script:
         "../../scripts/report.py"

@@ -10,9 +10,55 @@ TUNED = res("tuned_lens/{model}")
 TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
 
 
+# The tuned lens's text when tuned_lens.text.source is "sampled": the model's own samples (fixed
+# seed; lenslab.corpus), written once per model and settings under results/corpus/.
+CORPUS = "results/corpus/{model}.jsonl"
+
+
+def tuned_text_input(wildcards):
+    text = stage_cfg("tuned_lens").get("text", {})
+    return {"corpus": CORPUS.format(model=wildcards.model)} if text.get("source") == "sampled" else {}
+
+
+def tuned_settings(model):
+    """The tuned_lens block, with the sampled corpus's path filled in where it is used."""
+    tuned = stage_cfg("tuned_lens")
+    if tuned.get("text", {}).get("source") == "sampled":
+        tuned = {**tuned, "text": {**tuned["text"], "path": CORPUS.format(model=model)}}
+    return tuned
+
+
+# lenslab.lenses.tuned_config.TextSettings's defaults (that module imports torch).
+SAMPLING_DEFAULTS = {"tokens": 60000, "doc_tokens": 128, "seed": 0}
+
+
+def sampling_settings():
+    text = stage_cfg("tuned_lens").get("text", {})
+    return {k: text.get(k, v) for k, v in SAMPLING_DEFAULTS.items()}
+
+
+rule sample_corpus:
+    input:
+        unpack(model_input),
+    output:
+        corpus=CORPUS,
+    params:
+        model=lambda w: model_cfg(w.model),
+        model_path=lambda w: model_dir(w.model),
+        text=lambda w: sampling_settings(),
+    threads: job_threads("forward")
+    resources:
+        **job_resources("forward"),
+    log:
+        "results/logs/sample_corpus/{model}.log",
+    script:
+        "../../scripts/sample_corpus.py"
+
+
 rule train_tuned_lens:
     input:
         unpack(model_input),
+        unpack(tuned_text_input),
     output:
         params=f"{TUNED}/params.pt",
         config=f"{TUNED}/config.json",
@@ -20,7 +66,7 @@ rule train_tuned_lens:
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
-        tuned=stage_cfg("tuned_lens"),
+        tuned=lambda w: tuned_settings(w.model),
     threads: TUNED_THREADS
     resources:
         **job_resources("train_tuned", stage_cfg("tuned_lens").get("train")),
@@ -33,6 +79,7 @@ rule train_tuned_lens:
 rule eval_tuned_lens:
     input:
         unpack(model_input),
+        unpack(tuned_text_input),
         params=rules.train_tuned_lens.output.params,
         config=rules.train_tuned_lens.output.config,
     output:
@@ -41,7 +88,7 @@ rule eval_tuned_lens:
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
-        tuned=stage_cfg("tuned_lens"),
+        tuned=lambda w: tuned_settings(w.model),
     threads: job_threads("forward")
     resources:
         **job_resources("forward"),

@@ -144,6 +144,21 @@ def plot_heatmaps(
     return fig, caption
 
 
+def thin_ticks(n: int, max_labels: int = 16) -> list[int]:
+    """Indices of the tick labels to print on an axis of ``n`` cells: all up to ``max_labels``,
+    else every k-th (k the smallest step that fits) and always the last."""
+    if n <= max_labels:
+        return list(range(n))
+    step = -(-n // max_labels)
+    shown = list(range(0, n, step))
+    if shown[-1] != n - 1:
+        if n - 1 - shown[-1] <= step / 2:
+            shown[-1] = n - 1  # no two labels closer than half a step
+        else:
+            shown.append(n - 1)
+    return shown
+
+
 def _heatmap(ax, sel: pd.DataFrame, kind: str, metric: str, window: int) -> None:
     grid = sel.pivot(index="position", columns="layer", values="value").sort_index()
     labels = sel.drop_duplicates("position").sort_values("position").apply(_label, axis=1)
@@ -153,7 +168,9 @@ def _heatmap(ax, sel: pd.DataFrame, kind: str, metric: str, window: int) -> None
     im = ax.imshow(grid.to_numpy(), cmap=KIND_CMAP[kind], vmin=low, vmax=high, aspect="auto")
     ax.set_yticks(range(len(labels)), labels=list(labels), fontsize=8)
     # One layer numbering: block index b restores a state of layer b+1 (resid[b+1]).
-    ax.set_xticks(range(grid.shape[1]), labels=[str(c + 1) for c in grid.columns], fontsize=7)
+    cols = list(grid.columns)
+    shown = thin_ticks(len(cols))  # 30-50 layers: every label would overlap its neighbours
+    ax.set_xticks(shown, labels=[str(cols[i] + 1) for i in shown], fontsize=7)
     ax.set_xlabel("layer l = resid[l]")
     win = "" if kind == "resid" else f", window {window}"
     ax.set_title(f"{first['prompt_id']}: {KIND_NAME[kind]}{win}", fontsize=9)

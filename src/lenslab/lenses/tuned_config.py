@@ -23,7 +23,7 @@ from torch import Tensor
 from lenslab.errors import LensLabError
 
 REPO = Path(__file__).resolve().parents[3]
-SOURCES = ("auto", "embedded", "file")
+SOURCES = ("auto", "embedded", "file", "sampled")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class TextSettings:
     path: str | None = None  # .txt (a document per line), .jsonl, or a prompt-set .yaml
     field: str = "text"  # the text field of .jsonl records
     lines: int = 4000  # embedded: held-out lines drawn (training + evaluation)
+    # sampled: text the model samples itself (lenslab.corpus; rule sample_corpus writes it and
+    # passes its path as `path`): tokens in all, tokens per document, seed
+    tokens: int = 60000
+    doc_tokens: int = 128
+    seed: int = 0
     eval_fraction: float = 0.2  # the last documents, kept for evaluation
 
 
@@ -213,6 +218,11 @@ def load_documents(
         from lenslab.embedded.corpus import heldout_text
 
         docs = heldout_text(_embedded_settings(model_cfg, model_path), text.lines)
+    elif text.path is None and source == "sampled":
+        raise LensLabError(
+            f"model {model_cfg.get('name')!r}: sampled text has no path",
+            fix="run through the pipeline (rule sample_corpus writes it) or set text.path",
+        )
     elif text.path is None:
         raise LensLabError(
             f"model {model_cfg.get('name')!r} needs text to train its tuned lens on",

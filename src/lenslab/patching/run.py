@@ -301,7 +301,12 @@ class Patcher:
             for j in range(self.L):
                 h = self._block(j, h)
                 want = self.clean.resid[j + 1]
-                if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=1e-5):
+                # float32 rounding grows with the state's scale: SmolLM2 carries residual
+                # entries of 300-22,000 (massive activations at the first position), and a
+                # batch of 2 then differs from the clean run by up to ~1e-3 (measured 8.5e-4 at
+                # block 10, max |h| 321): the tolerance is relative to the state's largest entry.
+                atol = 1e-5 * max(1.0, float(want.abs().max()))
+                if not torch.allclose(h, want.expand_as(h), rtol=1e-4, atol=atol):
                     err = (h - want).abs().max().item()
                     return False, f"block {j} output differs by {err:.3g}"
             return self._check_patched()
