@@ -34,5 +34,7 @@ else:
     n_cases = params.n_cases if shard is not None else None
     prepend_bos = params.model.get("prepend_bos")
     table = run_patching(adapter, params.prompts, cfg, prepend_bos, bounds=bounds, n_cases=n_cases)
-    print(f"patching {params.model['name']}/{params.prompts['name']}: runner {set(table['runner'])}")
+    print(
+        f"patching {params.model['name']}/{params.prompts['name']}: runner {set(table['runner'])}"
+    )
     write_parquet(table, snakemake.output.table)
