@@ -224,8 +224,14 @@ def test_bad_input_is_a_lenslab_error():
     assert set(LENS_NAMES) == {"logit", "logit_noaffine", "tuned", "jacobian"}
     with pytest.raises(LensLabError, match="params.pt"):
         build_lens("tuned", adapter)
+    target = {"id": "x", "text": "w1 w2", "targets": ["w3 w4"]}
     with pytest.raises(LensLabError, match="2 tokens"):
-        encode_prompt(adapter.tokenizer, {"id": "x", "text": "w1 w2", "targets": ["w3 w4"]})
+        encode_prompt(adapter.tokenizer, target, multi_token="error")
+    # By default a word of several tokens is tracked by its first token (and recorded).
+    encoded = encode_prompt(adapter.tokenizer, target)
+    pieces = adapter.tokenizer(" w3 w4", add_special_tokens=False)["input_ids"]
+    assert len(pieces) == 2 and encoded.target_ids == {"w3 w4": pieces[0]}
+    assert "w3 w4" in encoded.multi_token
     with pytest.raises(LensLabError, match="re-extract"):
         prompt_stats(lens, resid[:-1], ids)
     with pytest.raises(LensLabError, match="outside the vocabulary"):
