@@ -14,7 +14,9 @@ from lenslab.pipeline import check_launch, is_dry_run, overrides_list  # noqa: E
 
 # A mistyped --config key, overrides given as one string, or a Snakefile run from another
 # directory (which would plan every job under that directory) is an error here, before any job.
-check_launch(config, Path(workflow.basedir), Path.cwd(), workflow.overwrite_workdir is not None)
+# A cluster job (not the main process) runs where the main process sent it.
+chosen_dir = workflow.overwrite_workdir is not None or not workflow.is_main_process
+check_launch(config, Path(workflow.basedir), Path.cwd(), chosen_dir)
 STUDY = str(config.get("study", "default"))
 OVERRIDES = overrides_list(config.get("overrides"))
 CFG = load_config(STUDY, OVERRIDES)
