@@ -3,12 +3,11 @@ embedded model is trained once per test session from conf/model/embedded-test.ya
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import REPO, copy_project, project_env, snakemake_in
+from helpers import REPO, copy_project, run_project
 from omegaconf import OmegaConf
 
 import lenslab.gate  # noqa: F401 - registers the fidelity gate that methods consult
@@ -61,13 +60,5 @@ def test_study_project(tmp_path_factory, test_study_args) -> Path:
     """A copy of the project with the test study built once. Tests that change its results
     restore them (tests/workflow/test_heal.py checks every file afterwards)."""
     project = copy_project(tmp_path_factory.mktemp("study") / "lenslab")
-    proc = subprocess.run(
-        snakemake_in(project, *test_study_args),
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_project(project, *test_study_args)
     return project

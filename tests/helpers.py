@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +37,17 @@ def snakemake_in(project: Path, *args: str) -> list[str]:
 
 def project_env(project: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(project / "src")}
+
+
+def run_project(project: Path, *args: str, timeout: int = 1800) -> str:
+    """Run ``project``'s own Snakefile in ``project``; it must succeed. Returns its output."""
+    proc = subprocess.run(
+        snakemake_in(project, *args),
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr

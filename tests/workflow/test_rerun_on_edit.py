@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import REPO, project_env, snakemake_in
+from helpers import REPO, run_project
 
 from lenslab.codedeps import library_inputs
 
@@ -27,17 +26,9 @@ EDITED = ["skipped", "devices", "figures/save", "lenses/catalog"]
 
 def _dry_run(project: Path, args: list[str]) -> tuple[set[str], set[str]]:
     """(every rule a dry run would run, the rules it runs because of a changed lenslab file)."""
-    proc = subprocess.run(
-        snakemake_in(project, "-n", "--nolock", *args),
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = run_project(project, "-n", "--nolock", *args, timeout=600)
     rules, because, current = set(), set(), None
-    for line in (proc.stdout + proc.stderr).splitlines():
+    for line in out.splitlines():
         if m := re.match(r"^(?:local)?rule (\w+):", line):
             current = m.group(1)
             rules.add(current)
