@@ -1,19 +1,34 @@
-"""Text a model samples itself: an offline corpus for the tuned lens of any model.
+"""Offline text for the tuned lens of any model: files of a pinned wheel, or the model's samples.
 
-No corpus reaches every machine, but every model can write: ``sample_documents`` draws
-documents from the model with a fixed seed (pure sampling, temperature 1, no top-k/top-p: the
-model's own distribution, which is what the tuned lens is asked to match), each started from the
-tokenizer's document separator. The last ``eval_fraction`` of the documents is the held-out
-evaluation text (``lenslab.lenses.tuned_config.load_documents``), never trained on.
+No text corpus reaches every machine by itself, so there are two sources that need nothing but
+PyPI or the model:
+
+* ``wheel_documents``: the files of a pinned PyPI wheel (``lenslab.wheels``: cached, sha256
+  checked, never installed) whose paths match a glob, whole files as documents, in a seeded
+  order, until they hold the asked number of the model's tokens. The `real` study reads the
+  Python source of ``nltk`` (modules with long English docstrings): code and prose, as in the
+  Python and educational web text small models are trained on.
+* ``sample_documents``: documents the model samples itself with a fixed seed (pure sampling,
+  temperature 1: the model's own distribution). Exact in kind but slow on a CPU: a decoding
+  step costs a forward pass, about 25-100 tokens/s on 2 cores.
+
+The last ``eval_fraction`` of the documents is the held-out evaluation text
+(``lenslab.lenses.tuned_config.load_documents``), never trained on.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from lenslab.errors import LensLabError
+
+# tuned_lens.text sources the pipeline writes to a file first (rule corpus).
+BUILT_TEXT = ("sampled", "wheel")
 
 
 def start_token(tokenizer: Any) -> int:
@@ -63,6 +78,32 @@ def sample_documents(
             )
         docs += [tokenizer.decode(row[1:], skip_special_tokens=True) for row in out]
     return docs
+
+
+def wheel_documents(
+    wheel: str | Path, members: str, tokenizer: Any, n_tokens: int, seed: int = 0
+) -> list[str]:
+    """Whole files of ``wheel`` whose paths match the glob ``members``, in an order shuffled
+    with ``seed`` (so training and evaluation text both span the package), until they hold at
+    least ``n_tokens`` tokens of ``tokenizer``."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = sorted(n for n in zf.namelist() if fnmatch.fnmatch(n, members))
+        random.Random(seed).shuffle(names)
+        docs: list[str] = []
+        total = 0
+        for name in names:
+            text = zf.read(name).decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            docs.append(text)
+            total += len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            if total >= n_tokens:
+                return docs
+    raise LensLabError(
+        f"wheel {Path(wheel).name}: the {len(docs)} files matching {members!r} hold {total} "
+        f"tokens, fewer than the {n_tokens} asked for",
+        fix="lower tuned_lens.text.tokens, widen tuned_lens.text.members or pin a larger wheel",
+    )
 
 
 def write_corpus(docs: list[str], path: str | Path) -> None:

@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Longest prefix wins: lenslab.models.probe is models, lenslab.gate is gate.
 LAYERS = {
     "core": ["lenslab", "lenslab.errors", "lenslab.io", "lenslab.config", "lenslab.options",
+             "lenslab.wheels",
              "lenslab.lazy", "lenslab.runtime", "lenslab.joblog", "lenslab.skipped",
              "lenslab.devices"],
     "models": ["lenslab.models", "lenslab.embedded", "lenslab.prompts"],

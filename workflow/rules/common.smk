@@ -8,6 +8,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # works without `pip install -e .` too
 
 from lenslab.config import canonical_json, load_config, to_plain  # noqa: E402
+from lenslab.corpus import BUILT_TEXT  # noqa: E402
 from lenslab.validate import validate_study  # noqa: E402
 
 from lenslab.pipeline import check_launch, is_dry_run, overrides_list  # noqa: E402

