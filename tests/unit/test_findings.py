@@ -151,6 +151,13 @@ def test_tuned_vs_logit_counts_layers_below_and_the_worst_ratio():
         got["tuned_over_logit_kl_max"].value == pytest.approx(1.5)
         and not got["tuned_over_logit_kl_max"].holds
     )
+    # with the per-layer intervals: the worst layer's (2) conservative ratio interval
+    table = pd.DataFrame(rows).assign(ci_low=lambda d: d.value * 0.5, ci_high=lambda d: d.value * 2)
+    worst = {f.finding: f for f in findings.tuned_vs_logit_findings(table, "t")}
+    assert (worst["tuned_over_logit_kl_max"].ci_low, worst["tuned_over_logit_kl_max"].ci_high) == (
+        pytest.approx(1.5 / 4),
+        pytest.approx(1.5 * 4),
+    )
 
 
 def _trace(prompt, kind, window, n_layers, n_tokens, subject, value):
