@@ -85,6 +85,10 @@ class PairConfig:
     align: str = "strict"
 
 
+# How a prompt set treats an answer or target word of several tokens (lenslab.prompts).
+MULTI_TOKEN_RULES = ("first", "drop", "error")
+
+
 @dataclass
 class PromptSetConfig:
     name: str = MISSING
@@ -95,7 +99,8 @@ class PromptSetConfig:
     # Jobs the set is split into for extraction, lens statistics and patching (lenslab.shards).
     shards: int = 1
     # An answer/target word of several tokens: "first" tracks its first token (as ROME and the
-    # LRE papers score objects), "error" refuses it (lenslab.prompts.MULTI_TOKEN_RULES).
+    # LRE papers score objects), "drop" leaves the prompt out for that model (with a note in
+    # the report), "error" refuses it (MULTI_TOKEN_RULES).
     multi_token: str = "first"
 
 
@@ -235,9 +240,10 @@ def _check_values(cfg: DictConfig) -> None:
         if model.source == "gguf":
             check_gguf_block(key, model.gguf)
     for key, pset in cfg.prompts.items():
-        if pset.multi_token not in ("first", "error"):
+        if pset.multi_token not in MULTI_TOKEN_RULES:
             raise LensLabError(
-                f"prompts.{key}.multi_token={pset.multi_token!r}", fix="use first or error"
+                f"prompts.{key}.multi_token={pset.multi_token!r}",
+                fix=f"use one of {MULTI_TOKEN_RULES}",
             )
         ids = [p.id for p in pset.prompts]
         if len(set(ids)) != len(ids):

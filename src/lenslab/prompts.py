@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lenslab.config import MULTI_TOKEN_RULES
 from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
 
@@ -25,9 +26,10 @@ class EncodedPrompt:
     multi_token: dict[str, list[str]] = field(default_factory=dict)
 
 
-# How an answer or target word of several tokens is tracked: "first" by its first token (the
-# convention of ROME's and the LRE papers' scoring, and lenslab's default), "error" refuses it.
-MULTI_TOKEN_RULES = ("first", "error")
+# How an answer or target word of several tokens is tracked (MULTI_TOKEN_RULES): "first" by its
+# first token (the convention of ROME's and the LRE papers' scoring, and lenslab's default);
+# "drop" leaves the prompt out for that model (and any pair it is in), listed in the report;
+# "error" refuses it.
 
 
 def word_pieces(tokenizer, word: str) -> list[int]:
@@ -111,9 +113,27 @@ def encode_prompt(
 
 
 def encode_set(tokenizer, prompt_set: Any, prepend_bos: bool | None = None) -> list[EncodedPrompt]:
-    """Every prompt of a prompt-set config, in order."""
+    """Every prompt of a prompt-set config this tokenizer can serve, in order (``multi_token:
+    drop`` leaves out those with a word of several tokens)."""
     rule = _get(prompt_set, "multi_token", "first") or "first"
-    return [encode_prompt(tokenizer, p, prepend_bos, rule) for p in _get(prompt_set, "prompts")]
+    encoded = [encode_prompt(tokenizer, p, prepend_bos, rule) for p in _get(prompt_set, "prompts")]
+    kept = [p for p in encoded if not (rule == "drop" and p.multi_token)]
+    if not kept:
+        raise LensLabError(
+            f"prompt set {_get(prompt_set, 'name')!r}: every prompt has a word of several tokens "
+            "for this tokenizer, and `multi_token: drop` leaves none",
+            fix="use `multi_token: first`, or words that are one token for this model",
+        )
+    return kept
+
+
+def served_pairs(prompt_set: Any, encoded: dict[str, EncodedPrompt]) -> list[Any]:
+    """The set's ``pairs:`` whose two prompts were both kept for this model."""
+    return [
+        pair
+        for pair in _get(prompt_set, "pairs") or []
+        if _get(pair, "clean") in encoded and _get(pair, "corrupt") in encoded
+    ]
 
 
 def align_pair(

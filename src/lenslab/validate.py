@@ -33,7 +33,14 @@ from lenslab.config import to_plain
 from lenslab.errors import LensLabError
 from lenslab.figspec import parse_figure_options
 from lenslab.models.files import check_tokenizer_files
-from lenslab.prompts import EncodedPrompt, align_pair, encode_prompt, same_length
+from lenslab.prompts import (
+    EncodedPrompt,
+    align_pair,
+    encode_prompt,
+    multi_token_words,
+    same_length,
+    served_pairs,
+)
 
 
 @dataclass
@@ -152,11 +159,35 @@ def check_prompt(
     return encoded
 
 
+def note_tokens(notes, model, set_name, prompt_set, kept, tokenizer) -> None:
+    """The report's note on one set for one model: words tracked by their first token, and
+    prompts left out (``multi_token: drop``) with the words that split."""
+    split = {w: ps for p in kept.values() for w, ps in p.multi_token.items()}
+    dropped = {}
+    for q in _get(prompt_set, "prompts"):
+        if _get(q, "id") not in kept:
+            words = [_get(q, "answer") or "", *(_get(q, "targets") or [])]
+            dropped[_get(q, "id")] = multi_token_words(tokenizer, [w for w in words if w])
+    entry = {}
+    if split:
+        entry["tracked by their first token"] = dict(sorted(split.items()))
+    if dropped:
+        entry["prompts left out (multi_token: drop)"] = dropped
+    if entry:
+        notes.setdefault(model, {})[set_name] = entry
+
+
 def check_set(facts: ModelFacts, set_name: str, prompt_set: Any) -> dict[str, EncodedPrompt]:
     rule = _get(prompt_set, "multi_token", "first") or "first"
     checked = (check_prompt(facts, set_name, q, rule) for q in prompt_set.prompts)
-    encoded = {p.id: p for p in checked}
-    for pair in prompt_set.pairs:
+    encoded = {p.id: p for p in checked if not (rule == "drop" and p.multi_token)}
+    if not encoded:
+        raise LensLabError(
+            f"prompt set {set_name}, model {facts.name!r}: every prompt has a word of several "
+            "tokens, and `multi_token: drop` leaves none",
+            fix="use `multi_token: first`, or words that are one token for this model",
+        )
+    for pair in served_pairs(prompt_set, encoded):
         try:
             align_pair(encoded[pair.clean], encoded[pair.corrupt], pair.align)
         except LensLabError as err:
@@ -338,7 +369,8 @@ def validate_study(
     ``need_models``: whether jobs will load the models now (not for a dry run), so a hub model
     that is neither cached nor reachable is an error here. ``notes``, when
     given, receives per model and prompt set the answer/target words of several tokens and
-    their pieces (tracked by their first token; the report lists them).
+    their pieces (tracked by their first token), and the prompts ``multi_token: drop`` left
+    out; the report lists both.
     """
     # Every figure's options against its schema first: no model needed, so hub models too.
     options_of = {
@@ -372,9 +404,7 @@ def validate_study(
         encoded = {name: check_set(facts, name, cfg.prompts[name]) for name in sorted(used)}
         if notes is not None:
             for name, prompts in encoded.items():
-                split = {w: ps for p in prompts.values() for w, ps in p.multi_token.items()}
-                if split:
-                    notes.setdefault(key, {})[name] = dict(sorted(split.items()))
+                note_tokens(notes, key, name, cfg.prompts[name], prompts, facts.tokenizer)
         for fid, fig in cfg.study.figures.items():
             check = CONTEXT_CHECKS.get(fid)
             for name in fig.prompts if check else []:

@@ -46,3 +46,45 @@ def test_alignment_rules():
     assert align_pair(a, b, "left") == [(0, 0), (1, 1), (2, 2)]
     assert align_pair(a, b, "right") == [(0, 1), (1, 2), (2, 3)]
     assert align_pair(a, a, "strict") == [(0, 0), (1, 1), (2, 2)]
+
+
+DROP_SET = {
+    "name": "s",
+    "multi_token": "drop",
+    "prompts": [
+        {"id": "a", "text": "w1 w2", "answer": "w3"},
+        {"id": "b", "text": "w1 w4", "answer": "w5 w6"},  # two tokens for this tokenizer
+        {"id": "c", "text": "w1 w7", "answer": "w8"},
+    ],
+    "pairs": [{"clean": "a", "corrupt": "b"}, {"clean": "a", "corrupt": "c"}],
+}
+
+
+def test_drop_leaves_out_prompts_with_a_split_word_and_the_pairs_they_are_in():
+    from lenslab.patching.corrupt import pair_cases
+    from lenslab.prompts import encode_set, served_pairs
+
+    kept = {p.id: p for p in encode_set(TOK, DROP_SET)}
+    assert list(kept) == ["a", "c"]
+    assert [(q["clean"], q["corrupt"]) for q in served_pairs(DROP_SET, kept)] == [("a", "c")]
+    assert [(c.id, c.corrupt) for c in pair_cases(TOK, DROP_SET)] == [("a", "c")]
+    assert len(encode_set(TOK, {**DROP_SET, "multi_token": "first"})) == 3
+    only_split = {**DROP_SET, "prompts": DROP_SET["prompts"][1:2], "pairs": []}
+    with pytest.raises(LensLabError, match="leaves none"):
+        encode_set(TOK, only_split)
+
+
+def test_dropped_prompts_and_first_token_words_are_noted_for_the_report():
+    from lenslab.prompts import encode_set
+    from lenslab.validate import note_tokens
+
+    notes = {}
+    kept = {p.id: p for p in encode_set(TOK, DROP_SET)}
+    note_tokens(notes, "m", "s", DROP_SET, kept, TOK)
+    assert notes == {
+        "m": {"s": {"prompts left out (multi_token: drop)": {"b": {"w5 w6": ["w5", "w6"]}}}}
+    }
+    first = {**DROP_SET, "multi_token": "first"}
+    notes = {}
+    note_tokens(notes, "m", "s", first, {p.id: p for p in encode_set(TOK, first)}, TOK)
+    assert notes == {"m": {"s": {"tracked by their first token": {"w5 w6": ["w5", "w6"]}}}}

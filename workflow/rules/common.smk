@@ -100,8 +100,8 @@ def models_of(source):
 
 # Every prompt set against every model, and every figure's options, before any job runs: a
 # prompt too long for the model, an unknown word or a bad option is one clear error here.
-# Words of several tokens, per model and prompt set: tracked by their first token, listed in the
-# report (never silently).
+# Words of several tokens, per model and prompt set: tracked by their first token, or the prompt
+# left out for that model (multi_token: drop); the report lists both (never silently).
 TOKEN_NOTES = {}
 validate_study(
     CFG,

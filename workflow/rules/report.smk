@@ -16,7 +16,7 @@ rule report:
         study=to_plain(CFG.study),
         extras={"config (every stage)": to_plain(CFG)}
         | (
-            {"words of several tokens, tracked by their first token": TOKEN_NOTES}
+            {"prompt sets across tokenizers (words of several tokens)": TOKEN_NOTES}
             if TOKEN_NOTES
             else {}
         ),

@@ -28,7 +28,7 @@ from lenslab.config import cfg_get as _get
 from lenslab.errors import LensLabError
 from lenslab.models.adapter import ModelAdapter
 from lenslab.patching.run import embedding_std
-from lenslab.prompts import EncodedPrompt, encode_set, same_length
+from lenslab.prompts import EncodedPrompt, encode_set, same_length, served_pairs
 
 
 @dataclass
@@ -66,6 +66,13 @@ def pair_cases(tokenizer, prompt_set: Any, prepend_bos: bool | None = None) -> l
             fix="add clean/corrupt pairs to the prompt set, or set the patching mode to noise",
         )
     encoded = {p.id: p for p in encode_set(tokenizer, prompt_set, prepend_bos)}
+    pairs = served_pairs(prompt_set, encoded)
+    if not pairs:
+        raise LensLabError(
+            f"prompt set {_get(prompt_set, 'name')!r}: no pair is left for this model "
+            "(`multi_token: drop` left out a prompt of each)",
+            fix="use `multi_token: first`, or answers that are one token for this model",
+        )
     cases = []
     for pair in pairs:
         clean, corrupt = encoded[_get(pair, "clean")], encoded[_get(pair, "corrupt")]
