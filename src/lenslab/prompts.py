@@ -117,11 +117,17 @@ def encode_set(tokenizer, prompt_set: Any, prepend_bos: bool | None = None) -> l
     drop`` leaves out those with a word of several tokens)."""
     rule = _get(prompt_set, "multi_token", "first") or "first"
     encoded = [encode_prompt(tokenizer, p, prepend_bos, rule) for p in _get(prompt_set, "prompts")]
+    return served(encoded, rule, repr(_get(prompt_set, "name")))
+
+
+def served(encoded: list[EncodedPrompt], rule: str, where: str) -> list[EncodedPrompt]:
+    """The prompts a tokenizer can serve under ``rule`` (``drop`` leaves out those with a word
+    of several tokens); none left is an error naming ``where``."""
     kept = [p for p in encoded if not (rule == "drop" and p.multi_token)]
     if not kept:
         raise LensLabError(
-            f"prompt set {_get(prompt_set, 'name')!r}: every prompt has a word of several tokens "
-            "for this tokenizer, and `multi_token: drop` leaves none",
+            f"prompt set {where}: every prompt has a word of several tokens for this "
+            "tokenizer, and `multi_token: drop` leaves none",
             fix="use `multi_token: first`, or words that are one token for this model",
         )
     return kept

@@ -39,6 +39,7 @@ from lenslab.prompts import (
     encode_prompt,
     multi_token_words,
     same_length,
+    served,
     served_pairs,
 )
 
@@ -180,13 +181,8 @@ def note_tokens(notes, model, set_name, prompt_set, kept, tokenizer) -> None:
 def check_set(facts: ModelFacts, set_name: str, prompt_set: Any) -> dict[str, EncodedPrompt]:
     rule = _get(prompt_set, "multi_token", "first") or "first"
     checked = (check_prompt(facts, set_name, q, rule) for q in prompt_set.prompts)
-    encoded = {p.id: p for p in checked if not (rule == "drop" and p.multi_token)}
-    if not encoded:
-        raise LensLabError(
-            f"prompt set {set_name}, model {facts.name!r}: every prompt has a word of several "
-            "tokens, and `multi_token: drop` leaves none",
-            fix="use `multi_token: first`, or words that are one token for this model",
-        )
+    kept = served(list(checked), rule, f"{set_name}, model {facts.name!r}")
+    encoded = {p.id: p for p in kept}
     for pair in served_pairs(prompt_set, encoded):
         try:
             align_pair(encoded[pair.clean], encoded[pair.corrupt], pair.align)
