@@ -16,6 +16,7 @@ from lenslab.lenses.attribute import (
     load_attribute_lens,
     save_attribute_lenses,
     subject_jacobian,
+    subject_jacobians,
 )
 from lenslab.models.adapter import ModelAdapter
 from lenslab.models.tiny import build_tiny, tiny_tokenizer
@@ -98,6 +99,23 @@ def test_beta_one_exact_jacobian_is_first_order(arch: str) -> None:
         errs.append(float((jac @ hp + b - _z_at(adapter, ids, pos, layer, hp)).norm()))
         assert errs[-1] < 1e-2 * float((eps * jac @ d).norm())
     assert 3.0 < errs[0] / errs[1] < 5.0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_all_layer_jacobians_equal_one_pass_per_layer(arch: str) -> None:
+    """One backward from z serves every layer: equal to writing h as a leaf layer by layer,
+    for a subject in the middle (later positions carry it) and at the last position."""
+    adapter = ModelAdapter(build_tiny(arch).double(), tiny_tokenizer(), name=arch)
+    ids = [5, 17, 9, 23, 40, 12]
+    for pos in (2, len(ids) - 1):
+        h, z, jac = subject_jacobians(adapter, ids, pos)
+        assert jac.shape == (adapter.n_layers + 1, D, D)
+        for layer in range(adapter.n_layers + 1):
+            h1, z1, jac1 = subject_jacobian(adapter, ids, pos, layer)
+            torch.testing.assert_close(h[layer], h1)
+            torch.testing.assert_close(z, z1)
+            torch.testing.assert_close(jac[layer], jac1, atol=1e-10, rtol=1e-8)
+        assert torch.count_nonzero(jac[0]) > 0  # the subject reaches z: not a vacuous match
 
 
 def test_faithfulness_counts_only_correct_prompts(gpt2_adapter: ModelAdapter) -> None:
