@@ -76,7 +76,7 @@ def extract(
         for row, p in enumerate(batch):
             ids[row, : len(p.input_ids)] = torch.tensor(p.input_ids)
             mask[row, : len(p.input_ids)] = 1
-        _, states = adapter.run_with_resid(ids.to(adapter.device), mask.to(adapter.device))
+        states = adapter.resid(ids.to(adapter.device), mask.to(adapter.device))
         for row, n in enumerate(lengths):
             resid.append(states[:, row, :n].to("cpu", dtype).clone())
         bar.update(len(batch))

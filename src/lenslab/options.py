@@ -201,9 +201,13 @@ class IdentityOptions:
 
     target: str = PAPER_IDENTITY_TARGET
     target_position: int = -1
-    cross_layer: bool = True  # also every l != l* pair (the cross-layer panel)
+    cross_layer: bool = True  # also l != l* pairs (the cross-layer panel)
+    cross_layer_step: int = 1  # the cross-layer panel on every n-th state (l* = l: all)
     lenses: list[str] | None = None
     batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _positive("F11", cross_layer_step=self.cross_layer_step, batch_size=self.batch_size)
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,24 @@ def test_residual_stream_matches_hf_hidden_states(tiny_adapter):
     assert not torch.allclose(resid[-1], hf[-1])
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox"])
+def test_resid_alone_equals_the_full_forward_states(arch, monkeypatch):
+    """``resid`` skips the unembedding at all but one position: the same states, bit for bit,
+    and the same again through the fallback for a forward without ``logits_to_keep``."""
+    adapter = ModelAdapter(build_tiny(arch), tiny_tokenizer(), name=arch)
+    _, full = adapter.run_with_resid(IDS)
+    assert torch.equal(adapter.resid(IDS), full)
+    forward = adapter.model.forward
+
+    def no_keep(*args, **kwargs):
+        if "logits_to_keep" in kwargs:
+            raise TypeError("unexpected keyword argument 'logits_to_keep'")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(adapter.model, "forward", no_keep)
+    assert torch.equal(adapter.resid(IDS), full)
+
+
 def test_normalize_without_affine_differs_and_is_unit_scale(gpt2_adapter):
     h = torch.randn(3, 32) * 5 + 2
     with torch.no_grad():

@@ -183,3 +183,30 @@ def test_bad_inputs_are_clear_errors(gpt2_adapter) -> None:
         patched_logits(gpt2_adapter, TARGET, -1, [9], resid[1, :1])
     with pytest.raises(LensLabError, match="width"):
         patched_logits(gpt2_adapter, TARGET, -1, [1], torch.zeros(1, 7))
+
+
+def test_cross_layer_pairs_on_a_coarser_grid() -> None:
+    """l* = l at every state; the cross pairs on every step-th state plus the last."""
+    from lenslab.patchscopes.experiments import layer_pairs
+
+    assert layer_pairs(3) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert len(layer_pairs(3, cross=True)) == 16
+    pairs = layer_pairs(5, cross=True, cross_step=2)
+    grid = [0, 2, 4, 5]
+    assert set(pairs) == {(a, a) for a in range(6)} | {(a, b) for a in grid for b in grid}
+    assert len(pairs) == 6 + 4 * 3
+
+
+def test_cross_layer_grid_keeps_only_the_patched_grid(gpt2_adapter) -> None:
+    from lenslab.figures.patchscopes import cross_layer_grid, plot_token_identity
+    from lenslab.patchscopes.experiments import layer_pairs
+
+    n = gpt2_adapter.n_layers
+    pairs = layer_pairs(n, cross=True, cross_step=2)
+    table = token_identity(gpt2_adapter, [SourcePrompt("a", IDS)], TARGET, pairs=pairs)
+    grid = cross_layer_grid(table)
+    states = sorted({*range(0, n + 1, 2), n})
+    assert grid.index.tolist() == states and grid.columns.tolist() == states
+    assert not grid.isna().any().any()
+    _, caption = plot_token_identity(table, "tiny", "t")
+    assert "cross-layer patching, states" in caption

@@ -32,9 +32,20 @@ def identity_curves(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def cross_layer_grid(table: pd.DataFrame) -> pd.DataFrame:
-    """Patchscope precision@1 per (source layer l, target layer l*)."""
+    """Patchscope precision@1 per (source layer l, target layer l*), on the states that were
+    patched across layers (``cross_layer_step``); one column when there are none."""
     ps = table[table["method"] == "patchscope"]
+    grid = set(ps.loc[ps["layer"] != ps["target_layer"], "layer"])
+    if grid:
+        ps = ps[ps["layer"].isin(grid) & ps["target_layer"].isin(grid)]
     return ps.pivot_table(index="layer", columns="target_layer", values="correct", aggfunc="mean")
+
+
+def _sparse_ticks(labels: list, most: int = 16) -> tuple[list[int], list]:
+    """Every k-th of ``labels`` so that at most ``most`` show (30-50 layers stay legible)."""
+    step = -(-len(labels) // most)
+    keep = list(range(0, len(labels), step))
+    return keep, [labels[i] for i in keep]
 
 
 def plot_token_identity(table: pd.DataFrame, model: str, target: str) -> tuple[Figure, str]:
@@ -55,8 +66,8 @@ def plot_token_identity(table: pd.DataFrame, model: str, target: str) -> tuple[F
         ax.legend(fontsize=8)
     if cross:
         im = axes[2].imshow(grid.to_numpy(), origin="lower", vmin=0, vmax=1, cmap="viridis")
-        axes[2].set_xticks(range(grid.shape[1]), grid.columns.tolist())
-        axes[2].set_yticks(range(grid.shape[0]), grid.index.tolist())
+        axes[2].set_xticks(*_sparse_ticks(grid.columns.tolist()))
+        axes[2].set_yticks(*_sparse_ticks(grid.index.tolist()))
         axes[2].set_xlabel("target layer l*")
         axes[2].set_ylabel("source layer l")
         axes[2].set_title("patchscope precision@1 across layers", fontsize=9)
@@ -81,12 +92,21 @@ def plot_token_identity(table: pd.DataFrame, model: str, target: str) -> tuple[F
         + f". {comparison}."
         + (
             " Right: the patchscope with source layer l written into target layer l* "
-            "(cross-layer patching)."
+            f"(cross-layer patching, states {_states_text(grid.index.tolist())})."
             if cross
             else ""
         )
     )
     return fig, caption
+
+
+def _states_text(layers: list[int]) -> str:
+    steps = {b - a for a, b in zip(layers, layers[1:], strict=False)}
+    return (
+        ", ".join(map(str, layers))
+        if len(steps) > 1 or len(layers) < 4
+        else (f"{layers[0]} to {layers[-1]} every {steps.pop()}")
+    )
 
 
 def plot_entities(table: pd.DataFrame, model: str, target: str) -> tuple[Figure, str]:

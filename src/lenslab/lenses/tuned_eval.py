@@ -143,7 +143,7 @@ def _states(adapter: ModelAdapter, windows: Tensor, micro_batch: int) -> Tensor:
     """Residual states ``[L+1, N, D]`` at positions 1..T-1 of every window."""
     states = []
     for chunk in windows.split(micro_batch):
-        _, resid = adapter.run_with_resid(chunk.to(adapter.device))
+        resid = adapter.resid(chunk.to(adapter.device))
         states.append(resid[:, :, 1:].flatten(1, 2))
     return torch.cat(states, 1)
 

@@ -92,7 +92,7 @@ def least_squares_maps(
     device = torch.device(adapter.device).type
     for chunk in bar:
         with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-            _, resid = adapter.run_with_resid(chunk.to(adapter.device))
+            resid = adapter.resid(chunk.to(adapter.device))
         states = resid[:, :, skip_first:].flatten(1, 2).float().cpu()  # [L+1, tokens, D]
         target = unit_rms(states[-1])
         for layer in range(adapter.n_layers):

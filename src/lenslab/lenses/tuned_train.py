@@ -253,9 +253,7 @@ class _States:
             parts = []
             with torch.no_grad():
                 for chunk in windows.split(s.micro_batch):
-                    parts.append(
-                        adapter.run_with_resid(chunk.to(adapter.device))[1].transpose(0, 1)
-                    )
+                    parts.append(adapter.resid(chunk.to(adapter.device)).transpose(0, 1))
             self.cache = torch.cat(parts)  # [N, L+1, T, D]
 
     @torch.no_grad()

@@ -529,6 +529,22 @@ class ModelAdapter:
             logits = self.forward(input_ids, attention_mask)
         return logits, torch.stack(states)
 
+    @torch.no_grad()
+    def resid(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """The residual stream [L+1, B, T, D] alone: the unembedding runs at the last position
+        only (``logits_to_keep``, a fifth of a forward pass at a 49k vocabulary), or in full
+        where a model's forward lacks the argument. The states are those of
+        :meth:`run_with_resid`."""
+        states: list[Tensor] = []
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        with self.record_resid(states):
+            try:
+                self.model(**kwargs, logits_to_keep=1)
+            except TypeError:
+                states.clear()
+                self.model(**kwargs)
+        return torch.stack(states)
+
     def run_with_resid_graph(self, input_ids: list[int]) -> tuple[Tensor, list[Tensor]]:
         """Logits [1, T, V] and resid[0..L] (each [1, T, D]) of one prompt, inside the autograd
         graph, for gradients with respect to hidden states. The states are the tensors the

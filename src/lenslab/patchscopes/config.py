@@ -26,13 +26,13 @@ def run_identity(
     lenses: dict[str, Lens],
     prepend_bos: bool | None = None,
 ) -> pd.DataFrame:
-    """F11 table: every prompt of the set, every position, l* = l (and every l* if cross)."""
+    """F11 table: every prompt of the set, every position, l* = l (and the cross-layer grid)."""
     prompts = [
         SourcePrompt(p.id, p.input_ids, text=p.text)
         for p in encode_set(adapter.tokenizer, prompt_set, prepend_bos)
     ]
     target_ids = encode(adapter.tokenizer, opts.target, prepend_bos)
-    pairs = layer_pairs(adapter.n_layers, cross=opts.cross_layer)
+    pairs = layer_pairs(adapter.n_layers, opts.cross_layer, opts.cross_layer_step)
     return token_identity(
         adapter, prompts, target_ids, pairs=pairs, lenses=lenses,
         target_position=opts.target_position, batch_size=opts.batch_size,

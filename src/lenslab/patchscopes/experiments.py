@@ -37,11 +37,17 @@ class SourcePrompt:
     meta: dict = field(default_factory=dict)
 
 
-def layer_pairs(n_layers: int, cross: bool = False) -> list[tuple[int, int]]:
-    """(source layer l, target layer l*) pairs over residual states 0..L: ``l* = l``, or every
-    pair when ``cross``."""
+def layer_pairs(n_layers: int, cross: bool = False, cross_step: int = 1) -> list[tuple[int, int]]:
+    """(source layer l, target layer l*) pairs over residual states 0..L: ``l* = l`` at every
+    layer and, when ``cross``, every pair of the states ``0, step, 2 step, ..., L`` (the
+    cross-layer grid costs its size squared: every 3rd of SmolLM2's 31 states is 121 pairs, not
+    961)."""
     states = range(n_layers + 1)
-    return [(a, b) for a in states for b in states] if cross else [(a, a) for a in states]
+    pairs = [(a, a) for a in states]
+    if cross:
+        grid = sorted({*range(0, n_layers + 1, max(1, cross_step)), n_layers})
+        pairs += [(a, b) for a in grid for b in grid if a != b]
+    return sorted(pairs)
 
 
 def _decode(tokenizer, ids: Sequence[int]) -> list[str]:
