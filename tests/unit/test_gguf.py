@@ -303,7 +303,7 @@ def test_prompts_travel_to_a_tokenizer_with_multi_token_words_and_unk_as_a_speci
 
 @pytest.mark.parametrize("n", [6, 16, 17, 30, 31, 48, 50])
 def test_layer_ticks_are_thinned_at_30_to_50_layers(n):
-    from lenslab.figures.patching import thin_ticks
+    from lenslab.figures.axes import thin_ticks
 
     shown = thin_ticks(n)
     assert shown[0] == 0 and shown[-1] == n - 1 and shown == sorted(set(shown))

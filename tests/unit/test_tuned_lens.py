@@ -457,3 +457,20 @@ def test_cached_states_train_the_same_lens_as_recomputed_ones(peaky):
     for a, b in zip(cached.parameters(), fresh.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert any(p.abs().sum() > 0 for p in cached.parameters())
+
+
+def test_f8_labels_stay_legible_at_31_layers() -> None:
+    """A 31-state drift matrix prints at most 16 labels per axis, the last one included."""
+    import pandas as pd
+
+    from lenslab.figures.tuned_lens import plot_f8
+
+    rows = [(k, i, j, 0.5 + 0.01 * (i == j)) for k in ("cosine", "cka", "transfer_kl")
+            for i in range(31) for j in range(31)]  # fmt: skip
+    drift = pd.DataFrame(rows, columns=["kind", "row", "col", "value"]).assign(n_tokens=10)
+    fig = plot_f8(drift)
+    for ax in fig.axes[:3]:  # the three panels (then their colour bars)
+        xs = [t.get_text() for t in ax.get_xticklabels()]
+        ys = [t.get_text() for t in ax.get_yticklabels()]
+        assert len(xs) <= 16 and xs[-1] == "30" and len(ys) <= 16
+    assert fig.axes[2].get_yticklabels()[-1].get_text() == "id"

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from lenslab.errors import LensLabError  # noqa: E402
+from lenslab.figures.axes import thin_ticks  # noqa: E402
 from lenslab.patching.metrics import CATEGORIES, METRICS, category_means  # noqa: E402
 
 KIND_ORDER = ("resid", "mlp", "attn")  # ROME's panel order
@@ -142,21 +143,6 @@ def plot_heatmaps(
         "are in the patching table."
     )
     return fig, caption
-
-
-def thin_ticks(n: int, max_labels: int = 16) -> list[int]:
-    """Indices of the tick labels to print on an axis of ``n`` cells: all up to ``max_labels``,
-    else every k-th (k the smallest step that fits) and always the last."""
-    if n <= max_labels:
-        return list(range(n))
-    step = -(-n // max_labels)
-    shown = list(range(0, n, step))
-    if shown[-1] != n - 1:
-        if n - 1 - shown[-1] <= step / 2:
-            shown[-1] = n - 1  # no two labels closer than half a step
-        else:
-            shown.append(n - 1)
-    return shown
 
 
 def _heatmap(ax, sel: pd.DataFrame, kind: str, metric: str, window: int) -> None:

@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lenslab.figures.axes import thin_labels  # noqa: E402
 from lenslab.figures.tables import clip, text_table  # noqa: E402
 from lenslab.lenses.catalog import lens_caption  # noqa: E402
 from lenslab.stats.aggregate import wilson  # noqa: E402
@@ -41,13 +42,6 @@ def cross_layer_grid(table: pd.DataFrame) -> pd.DataFrame:
     return ps.pivot_table(index="layer", columns="target_layer", values="correct", aggfunc="mean")
 
 
-def _sparse_ticks(labels: list, most: int = 16) -> tuple[list[int], list]:
-    """Every k-th of ``labels`` so that at most ``most`` show (30-50 layers stay legible)."""
-    step = -(-len(labels) // most)
-    keep = list(range(0, len(labels), step))
-    return keep, [labels[i] for i in keep]
-
-
 def plot_token_identity(table: pd.DataFrame, model: str, target: str) -> tuple[Figure, str]:
     curves = identity_curves(table)
     grid = cross_layer_grid(table)
@@ -66,8 +60,8 @@ def plot_token_identity(table: pd.DataFrame, model: str, target: str) -> tuple[F
         ax.legend(fontsize=8)
     if cross:
         im = axes[2].imshow(grid.to_numpy(), origin="lower", vmin=0, vmax=1, cmap="viridis")
-        axes[2].set_xticks(*_sparse_ticks(grid.columns.tolist()))
-        axes[2].set_yticks(*_sparse_ticks(grid.index.tolist()))
+        axes[2].set_xticks(*thin_labels(grid.columns.tolist()))
+        axes[2].set_yticks(*thin_labels(grid.index.tolist()))
         axes[2].set_xlabel("target layer l*")
         axes[2].set_ylabel("source layer l")
         axes[2].set_title("patchscope precision@1 across layers", fontsize=9)

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from lenslab.figures.axes import thin_labels
 from lenslab.options import F7Options, parse_options
 
 if TYPE_CHECKING:  # torch only for trajectory(): the F8 job draws from a table
@@ -229,12 +230,11 @@ def plot_f8(drift: pd.DataFrame) -> Figure:
                         color="black" if dark else "white",
                     )
         ax.set_title(title, fontsize=9)
-        ax.set_xticks(range(n_cols), [str(c) for c in range(n_cols)], fontsize=7)
-        ax.set_yticks(range(n_rows), [str(r) for r in range(n_rows)], fontsize=7)
+        ax.set_xticks(*thin_labels(list(range(n_cols))), fontsize=7)
+        ax.set_yticks(*thin_labels(list(range(n_rows))), fontsize=7)
         ax.set_xlabel("layer j = resid[j]" if kind == "transfer_kl" else "layer l = resid[l]")
         if kind == "transfer_kl":
-            ticks = [str(i) for i in range(n_rows - 1)] + ["id"]
-            ax.set_yticks(range(n_rows), ticks, fontsize=7)
+            ax.set_yticks(*thin_labels([*range(n_rows - 1), "id"]), fontsize=7)
             ax.set_ylabel("translator of layer i (id = identity, the logit lens)")
         else:
             ax.set_ylabel("layer l = resid[l]")
