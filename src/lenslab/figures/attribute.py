@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from lenslab.figures.axes import thin_labels  # noqa: E402
 from lenslab.figures.tables import clip  # noqa: E402
 
 
@@ -21,7 +22,8 @@ def plot_attribute(
     layers = sorted(view["layer"].unique())
     positions = sorted(view["position"].unique())
     fig, axes = plt.subplots(
-        1, 2, figsize=(7 + 0.75 * len(positions), 4.2),
+        # a row of cell text per layer: 30-50 layers need the height
+        1, 2, figsize=(7 + 0.75 * len(positions), max(4.2, 1.0 + 0.17 * len(layers))),
         gridspec_kw={"width_ratios": [6, max(4, 0.75 * len(positions))]},
     )  # fmt: skip
     ax = axes[0]
@@ -41,7 +43,7 @@ def plot_attribute(
             ax2.text(j, i, clip(str(text.iat[i, j]), 9), ha="center", va="center", fontsize=6.5)
     tokens = view.drop_duplicates("position").set_index("position")["token"].loc[positions]
     ax2.set_xticks(range(len(positions)), [clip(t, 9) for t in tokens], rotation=60, fontsize=7)
-    ax2.set_yticks(range(len(layers)), [str(x) for x in layers[::-1]])
+    ax2.set_yticks(*thin_labels(layers[::-1]))
     ax2.set_ylabel("layer k")
     ax2.set_title(f"attribute lens ({view_relation}): top-1 per (layer, position)", fontsize=9)
     fig.tight_layout()
