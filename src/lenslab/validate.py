@@ -349,6 +349,17 @@ def check_device(device: str | None, device_map: str | None) -> None:
 
 
 # -- the whole study ------------------------------------------------------------------------
+def _check_drift(cfg: Any) -> None:
+    """F8 draws the drift matrices, which ``tuned_lens.eval.drift_windows: 0`` leaves out."""
+    evaluation = _get(_get(cfg, "tuned_lens") or {}, "eval") or {}
+    if "F8" in cfg.study.figures and _get(evaluation, "drift_windows") == 0:
+        raise LensLabError(
+            "study figure F8 draws representational drift, but tuned_lens.eval.drift_windows "
+            "is 0, so none is computed",
+            fix="set tuned_lens.eval.drift_windows >= 1, or take F8 out of the study",
+        )
+
+
 def validate_study(
     cfg: Any,
     model_paths: Mapping[str, str | None],
@@ -373,6 +384,7 @@ def validate_study(
         fid: parse_figure_options(fid, to_plain(_get(fig, "options")))
         for fid, fig in cfg.study.figures.items()
     }
+    _check_drift(cfg)
     unchecked = []
     used = {name for fig in cfg.study.figures.values() for name in fig.prompts}
     for name in sorted(used):

@@ -162,3 +162,27 @@ def test_bfloat16_statistics_give_nearly_the_float32_fit():
     assert (fast - exact).norm() < 0.1 * exact.norm()
     with pytest.raises(LensLabError, match="init_dtype"):
         parse_settings({"train": {"init_dtype": "float16"}})
+
+
+def test_drift_windows_zero_computes_no_drift_and_refuses_f8():
+    """``drift_windows: 0`` skips the drift matrices; a study that draws F8 is then refused
+    before any job runs, and a negative count is refused by the settings."""
+    from lenslab.config import load_config
+    from lenslab.lenses.tuned import TunedLens
+    from lenslab.lenses.tuned_eval import drift_table
+    from lenslab.validate import validate_study
+
+    adapter = _peaky()
+    table = drift_table(adapter, TunedLens(adapter), _windows(2), EvalSettings(drift_windows=0))
+    assert table.empty and list(table.columns) == ["kind", "row", "col", "value", "n_tokens"]
+    assert not drift_table(
+        adapter, TunedLens(adapter), _windows(2), EvalSettings(drift_windows=1)
+    ).empty
+    assert parse_settings({"eval": {"drift_windows": 0}}).eval.drift_windows == 0
+    with pytest.raises(LensLabError, match="drift_windows >= 0"):
+        parse_settings({"eval": {"drift_windows": -1}})
+    cfg = load_config("default", ["tuned_lens.eval.drift_windows=0"])
+    assert "F8" in cfg.study.figures
+    with pytest.raises(LensLabError, match="drift_windows is 0") as err:
+        validate_study(cfg, {"embedded": None})
+    assert "take F8 out of the study" in err.value.fix

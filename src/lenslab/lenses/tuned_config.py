@@ -89,7 +89,7 @@ class EvalSettings:
     ci: float = 0.95
     bootstrap: int = 1000
     seed: int = 0
-    drift_windows: int = 32  # F8 similarity and layer-transfer matrices
+    drift_windows: int = 32  # F8 similarity and layer-transfer matrices (0: none, no F8)
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,7 @@ def parse_settings(block: Mapping[str, Any] | None) -> TunedLensSettings:
         ),
         (0 < s.eval.ci < 1 and s.eval.bootstrap >= 0, "0 < eval.ci < 1, eval.bootstrap >= 0"),
         (s.eval.max_windows >= 1 and s.eval.micro_batch >= 1, "eval windows/batch >= 1"),
+        (s.eval.drift_windows >= 0, "eval.drift_windows >= 0 (0: no drift matrices, no F8)"),
     ]
     for ok, rule in checks:
         if not ok:

@@ -193,7 +193,10 @@ def transfer_matrix(lens: TunedLens, states: Tensor, chunk: int = 1024) -> Tenso
 def drift_table(
     adapter: ModelAdapter, lens: TunedLens, windows: Tensor, settings: EvalSettings
 ) -> pd.DataFrame:
-    """Tidy: kind (cka, cosine, transfer_kl), row, col, value, n_tokens."""
+    """Tidy: kind (cka, cosine, transfer_kl), row, col, value, n_tokens; no rows when
+    ``drift_windows`` is 0 (a study without F8 skips the ~7 TFLOP transfer matrix)."""
+    if settings.drift_windows == 0:
+        return pd.DataFrame(columns=["kind", "row", "col", "value", "n_tokens"])
     states = _states(adapter, windows[: settings.drift_windows], settings.micro_batch)
     mats = {
         "cka": linear_cka(states),
