@@ -63,31 +63,45 @@ def subject_jacobian(
         with adapter.record_resid(states):
             adapter.forward(x)
         z = states[-1][0, -1]
-        out = _jacobian_rows(z, h)
+        out = _jacobian_rows(z, [h])[0]
     return h.detach(), z.detach(), out
 
 
-def _jacobian_rows(z: Tensor, h: Tensor, chunk: int = JACOBIAN_CHUNK) -> Tensor:
-    """``dz/dh`` ``[D_z, D_h]``: backward passes batched over output dimensions (vmap), in
-    chunks to bound memory; one backward per row where an op does not support batching."""
-    rows = []
+def _jacobian_rows(z: Tensor, inputs: Sequence[Tensor], pos: int | None = None) -> Tensor:
+    """``[len(inputs), D_z, D]``: ``dz / x`` for each input ``x`` (``[D]``, or ``[1, T, D]`` read
+    at position ``pos``). Backward passes batched over output dimensions (vmap), in chunks that
+    keep the batched gradients under ~1 GB; one backward per row where an op does not support
+    batching."""
+    inputs = list(inputs)
+    chunk = max(1, min(JACOBIAN_CHUNK, 2**28 // sum(x.numel() for x in inputs)))
     eye = torch.eye(z.shape[0], dtype=z.dtype, device=z.device)
+    blocks = []
     for c0 in range(0, z.shape[0], chunk):
         seeds = eye[c0 : c0 + chunk]
         try:
-            (g,) = torch.autograd.grad(
-                z, h, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True
+            grads = torch.autograd.grad(
+                z, inputs, seeds, retain_graph=True, is_grads_batched=True, allow_unused=True
             )
         except RuntimeError:
-            g = torch.stack([_grad(z, h, s) for s in seeds])
-        # None: h does not reach z at all (its Jacobian block is zero).
-        rows.append(torch.zeros(len(seeds), *h.shape, dtype=h.dtype) if g is None else g)
-    return torch.cat(rows)
+            grads = [
+                torch.stack(g) for g in zip(*[_grads(z, inputs, s) for s in seeds], strict=True)
+            ]
+        blocks.append(
+            torch.stack([_at(g, x, len(seeds), pos) for g, x in zip(grads, inputs, strict=True)])
+        )
+    return torch.cat(blocks, dim=1)
 
 
-def _grad(z: Tensor, h: Tensor, seed: Tensor) -> Tensor:
-    (g,) = torch.autograd.grad(z, h, seed, retain_graph=True, allow_unused=True)
-    return torch.zeros_like(h) if g is None else g
+def _grads(z: Tensor, inputs: list[Tensor], seed: Tensor) -> list[Tensor]:
+    grads = torch.autograd.grad(z, inputs, seed, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+
+def _at(grad: Tensor | None, x: Tensor, n_seeds: int, pos: int | None) -> Tensor:
+    """Batched gradient ``[seeds, *x.shape]`` at ``pos``; None (x does not reach z) is zero."""
+    if grad is None:
+        return torch.zeros(n_seeds, x.shape[-1], dtype=x.dtype, device=x.device)
+    return grad if pos is None else grad[:, 0, pos]
 
 
 def estimate_lre(
@@ -113,48 +127,11 @@ def subject_jacobians(
     _, states = adapter.run_with_resid_graph(list(ids))
     n, pos = adapter.n_layers, subject_pos % len(ids)
     z = states[n][0, -1]
-    jacs = _jacobian_rows_multi(z, states[:n], pos)  # [L, D_z, D_h]
+    jacs = _jacobian_rows(z, states[:n], pos)  # [L, D_z, D_h]
     eye = torch.eye(z.shape[0], dtype=jacs.dtype, device=jacs.device)
     last = eye if pos == len(ids) - 1 else torch.zeros_like(eye)  # z is resid[L] itself
     h = torch.stack([s[0, pos] for s in states]).detach()
     return h, z.detach(), torch.cat([jacs, last[None]])
-
-
-def _jacobian_rows_multi(z: Tensor, states: Sequence[Tensor], pos: int) -> Tensor:
-    """``[len(states), D_z, D_h]``: ``dz / states[k][0, pos]``, batched over output dimensions
-    in chunks small enough that the batched gradients of every state stay under ~1 GB."""
-    n_z, n_t = z.shape[0], states[0].shape[1]
-    chunk = max(1, min(JACOBIAN_CHUNK, 2**28 // max(1, len(states) * n_t * states[0].shape[-1])))
-    eye = torch.eye(n_z, dtype=z.dtype, device=z.device)
-    blocks = []
-    for c0 in range(0, n_z, chunk):
-        seeds = eye[c0 : c0 + chunk]
-        try:
-            grads = torch.autograd.grad(
-                z, list(states), seeds, retain_graph=True, is_grads_batched=True,
-                allow_unused=True,
-            )  # fmt: skip
-            grads = [None if g is None else g[:, 0, pos] for g in grads]
-        except RuntimeError:  # an op without batched gradients: one backward per row
-            grads = [
-                torch.stack(rows)
-                for rows in zip(*[_grads_at(z, states, s, pos) for s in seeds], strict=True)
-            ]
-        blocks.append(
-            torch.stack(
-                [torch.zeros(len(seeds), s.shape[-1], dtype=s.dtype, device=s.device)
-                 if g is None else g for g, s in zip(grads, states, strict=True)]
-            )
-        )  # fmt: skip
-    return torch.cat(blocks, dim=1)
-
-
-def _grads_at(z: Tensor, states: Sequence[Tensor], seed: Tensor, pos: int) -> list[Tensor]:
-    grads = torch.autograd.grad(z, list(states), seed, retain_graph=True, allow_unused=True)
-    return [
-        torch.zeros_like(s[0, pos]) if g is None else g[0, pos]
-        for g, s in zip(grads, states, strict=True)
-    ]
 
 
 def _check_prompts(prompts: Sequence[RelationPrompt]) -> None:

@@ -529,21 +529,25 @@ class ModelAdapter:
             logits = self.forward(input_ids, attention_mask)
         return logits, torch.stack(states)
 
+    def last_logits(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """Logits [B, V] at the last position. Only that position is unembedded
+        (``logits_to_keep``; at a 49k vocabulary the unembedding is a fifth of a forward pass);
+        models whose forward lacks the argument unembed every position."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+        try:
+            return self.model(**kwargs, logits_to_keep=1).logits[:, -1]
+        except TypeError:
+            return self.model(**kwargs).logits[:, -1]
+
     @torch.no_grad()
     def resid(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """The residual stream [L+1, B, T, D] alone: the unembedding runs at the last position
-        only (``logits_to_keep``, a fifth of a forward pass at a 49k vocabulary), or in full
-        where a model's forward lacks the argument. The states are those of
-        :meth:`run_with_resid`."""
+        """The residual stream [L+1, B, T, D] alone, by :meth:`last_logits`: the states of
+        :meth:`run_with_resid` without unembedding every position."""
         states: list[Tensor] = []
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
         with self.record_resid(states):
-            try:
-                self.model(**kwargs, logits_to_keep=1)
-            except TypeError:
-                states.clear()
-                self.model(**kwargs)
-        return torch.stack(states)
+            self.last_logits(input_ids, attention_mask)
+        # A forward that failed part-way (before the fallback) left states: keep the last run's.
+        return torch.stack(states[-(self.n_layers + 1) :])
 
     def run_with_resid_graph(self, input_ids: list[int]) -> tuple[Tensor, list[Tensor]]:
         """Logits [1, T, V] and resid[0..L] (each [1, T, D]) of one prompt, inside the autograd

@@ -174,14 +174,11 @@ def _prefix_cache(adapter: ModelAdapter, ids: Tensor, position: int):
 
 
 def _logits_at(adapter: ModelAdapter, ids: Tensor, position: int) -> Tensor:
-    """Logits ``[B, V]`` at one position. At the last position only that position is
-    unembedded (``logits_to_keep``), which dominates the cost of a short prompt with a large
-    vocabulary; models whose forward lacks the argument unembed every position."""
+    """Logits ``[B, V]`` at one position; at the last, only that position is unembedded
+    (:meth:`ModelAdapter.last_logits`), which dominates the cost of a short prompt with a large
+    vocabulary."""
     if position == ids.shape[1] - 1:
-        try:
-            return adapter.model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1]
-        except TypeError:
-            pass
+        return adapter.last_logits(ids)
     return adapter.forward(ids)[:, position]
 
 
